@@ -1,0 +1,1 @@
+"""Train image classifiers on ImageNet WebDataset shards: `python -m trainer` or `torchrun ... -m trainer`."""

@@ -1,0 +1,221 @@
+"""The run's configuration: one frozen dataclass per concern, loaded from YAML plus `key=value` overrides.
+
+Unknown keys and values of the wrong type are errors that name the key, so a typo never starts a run.
+This module does not import torch; the resolved config is written to the run directory by the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alexnet_imagenet.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/imagenet"  # dataset root holding _info.json (a local path or a URL prefix)
+    workers: int = 8  # DataLoader worker processes per rank
+    shuffle_buffer: int = 2000  # samples per worker held as raw bytes for shuffling
+    image_size: int = 224  # training crop and evaluation crop
+    eval_resize: int = 256  # short side before the evaluation centre crop
+    prefetch: int = 4  # batches each worker keeps ready
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "alexnet"  # "alexnet" (the seed) or "torchvision:<name>"
+    num_classes: int = 0  # 0: take the number of classes from the dataset manifest
+    dropout: float = 0.5
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["sgd"] = "sgd"
+    lr: float = 0.01  # for the global batch size given in train.batch_size
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # not applied to biases (parameters with ndim < 2)
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["step", "cosine", "constant"] = "step"
+    step_epochs: float = 30  # "step": multiply the lr by gamma every step_epochs epochs
+    gamma: float = 0.1
+    warmup_epochs: float = 0  # linear warmup from 0, for any schedule
+    min_lr: float = 0.0  # "cosine": the floor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 90
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
+    batch_size: int = 256  # global: split evenly over ranks
+    label_smoothing: float = 0.0
+    log_every: int = 20  # steps between training-metric logs (each one is a device sync)
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 0  # 0 = only at the end of each epoch
+    keep_last: int = 2
+    resume: bool = True  # resume from the newest valid checkpoint in run.dir
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    project: str = "imagenet-trainer"
+    entity: Union[str, None] = None
+    name: Union[str, None] = None
+    group: Union[str, None] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = "runs/alexnet"  # config.yaml, metrics.jsonl, checkpoints/ and W&B files go here
+    timeout_minutes: float = 10  # a collective that waits longer than this fails instead of hanging
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML recipe (the ImageNet recipe when None) and apply dotted `key=value` overrides."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as f:
+        tree = yaml.safe_load(f) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else "")
+    return _build(Config, tree, "")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain data, for config.yaml, checkpoints and W&B."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    return _build(Config, tree, "")
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parents[: i + 1])} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where}: expected a section (a mapping), got {tree!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(tree) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in tree.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    cfg = cls(**kwargs)
+    _check_ranges(cfg, prefix)
+    return cfg
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {' | '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if isinstance(value, str):  # tags=a,b on the command line
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. a run name of digits
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be of type {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+_NON_NEGATIVE = {
+    "data.workers", "data.shuffle_buffer", "train.max_steps", "train.label_smoothing", "train.grad_clip",
+    "checkpoint.every_steps", "schedule.warmup_epochs", "optim.weight_decay", "optim.momentum",
+    "model.num_classes", "model.dropout", "schedule.min_lr",
+}
+_POSITIVE = {
+    "data.image_size", "data.eval_resize", "data.prefetch", "train.epochs", "train.batch_size",
+    "train.log_every", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs", "run.timeout_minutes",
+}
+
+
+def _check_ranges(cfg: Any, prefix: str) -> None:
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if key in _POSITIVE and not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value!r}")
+        if key in _NON_NEGATIVE and not value >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {value!r}")

@@ -1,0 +1,65 @@
+"""One training step and the evaluation pass: no I/O, no rank checks, no logging.
+
+Both return tensors on the device and leave it to the caller when to synchronise (`.item()` is a
+sync point, so the loop only does it when it logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+
+def accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """How many rows have the target among their top-k logits, for each k (a float tensor)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == targets.unsqueeze(1)
+    return torch.stack([hits[:, :k].any(dim=1).sum() for k in ks]).float()
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    autocast: Callable[[], AbstractContextManager],
+    grad_clip: float = 0.0,
+) -> torch.Tensor:
+    """Forward, backward (DDP all-reduces the gradients here) and update; returns the loss."""
+    with autocast():
+        loss = criterion(model(images), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
+    scaler.update()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """Sums over this rank's share of the data: [loss_sum, top1_hits, top5_hits, count]."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    totals = torch.zeros(4, device=device)
+    for images, targets in batches:
+        targets = targets.to(device, non_blocking=True)
+        with autocast():
+            logits = model(prepare(images))
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), totals.new_tensor([len(targets)])])
+    model.train(was_training)
+    return totals
