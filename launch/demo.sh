@@ -18,7 +18,7 @@ fi
 
 rm -rf "$RUN"
 train=("$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m trainer
-       --config configs/smoke_cpu.yaml "data.root=$DATA/shards" "run.dir=$RUN" train.epochs=4)
+       --config configs/smoke_cpu.yaml "data.root=$DATA/shards" "run.dir=$RUN")
 
 echo "== 2. training; interrupted with SIGTERM once the first epoch's checkpoint exists"
 "${train[@]}" &

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -176,6 +177,13 @@ class EvalStream(IterableDataset):
             yield collate([self.preset(data) for _, data, _ in items], [label for _, _, label in items])
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    # torchrun signals the whole process group; only the rank itself decides when to stop, and its
+    # workers exit with it (a worker killed under the rank would crash the step instead).
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> DataLoader:
     workers = cfg.workers
     return DataLoader(
@@ -184,6 +192,7 @@ def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> D
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=cfg.prefetch if workers else None,
+        worker_init_fn=_ignore_stop_signals,
     )
 
 

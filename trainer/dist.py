@@ -74,6 +74,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def gather_ints(value: int, info: DistInfo) -> list[int]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if info.world_size == 1:
+        return [value]
+    out = [torch.zeros(1, dtype=torch.int64, device=info.device) for _ in range(info.world_size)]
+    torch_dist.all_gather(out, torch.tensor([value], device=info.device))
+    return [int(t.item()) for t in out]
+
+
 def broadcast_object(obj: object, info: DistInfo) -> object:
     """The main rank's value of `obj` on every rank."""
     if info.world_size == 1:

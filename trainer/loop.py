@@ -128,6 +128,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 rank=info.rank, world_size=info.world_size,
             )
             train_model.train()
+            first_batch = pos.step_in_epoch
             loss_sum = torch.zeros(2, device=info.device)  # [sum of losses, steps] since the last log
             wait, tick = 0.0, time.perf_counter()
             batches = iter(loader)
@@ -169,6 +170,10 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 if cfg.checkpoint.every_steps and pos.step % cfg.checkpoint.every_steps == 0:
                     save()
             del batches, loader  # stop this epoch's workers before validation starts its own
+            taken = dist.gather_ints(pos.step_in_epoch - first_batch, info)
+            if len(set(taken)) > 1:  # DDP would deadlock or silently diverge; say so instead
+                raise RuntimeError(f"ranks took different numbers of batches this epoch: {taken}")
+            logger.log({"train/epoch_batches": taken[0]}, pos.step)
 
             if pos.step_in_epoch >= steps_per_epoch:
                 pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0

@@ -1,0 +1,109 @@
+"""Gather the labelled records of each split and the class table for the two prep commands.
+
+`folder`: class subfolders. `imagenet`: the official archives, the Kaggle layout or folders,
+with val labels from the devkit or Kaggle's CSV. All label problems surface here, before a plan.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .prepare import class_table
+from .records import PrepError, Record, Rejected
+from .sources import SplitScan, scan_split
+
+
+@dataclass
+class Inputs:
+    splits: dict[str, list[Record]]
+    classes: list[dict]
+    refused: list[tuple[str, Rejected]] = field(default_factory=list)
+    ignored: int = 0
+    params: dict = field(default_factory=dict)
+
+
+def _scan(split: str, path: str) -> SplitScan:
+    scan = scan_split(path)
+    if not scan.records:
+        raise PrepError(f"{split}: no images found in {path}")
+    return scan
+
+
+def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict) -> Inputs:
+    unlabelled = {s: sum(r.wnid is None for r in sc.records) for s, sc in scans.items()}
+    for split, n in unlabelled.items():
+        if n:
+            raise PrepError(f"{split}: {n} images are not in class folders and no label file "
+                            "was given (use --devkit or --val-labels)")
+    return Inputs({s: sc.records for s, sc in scans.items()}, classes,
+                  [(s, r) for s, sc in scans.items() for r in sc.refused],
+                  sum(sc.ignored for sc in scans.values()), params)
+
+
+def folder_inputs(train: str, val: str | None) -> Inputs:
+    """Any image-folder dataset: class = folder name, index = its position in sorted order."""
+    scans = {"train": _scan("train", train)}
+    if val:
+        scans["val"] = _scan("val", val)
+    classes = class_table(scans["train"].classes)
+    params = {"command": "folder", "name": "imagenet", "train": os.path.abspath(train),
+              "val": os.path.abspath(val) if val else None}
+    return _collect(scans, classes, params)
+
+
+def _label_val(scan: SplitScan, labels: dict[str, str], where: str) -> None:
+    """Attach label-file WNIDs to val records; a folder label that disagrees is an error."""
+    from .labels import check_coverage
+
+    check_coverage({r.key for r in scan.records}, labels, where)
+    clash = [r.key for r in scan.records if r.wnid and r.wnid != labels[r.key]]
+    if clash:
+        raise PrepError(f"{where} disagrees with the class folders of {len(clash)} images "
+                        f"(e.g. {clash[:3]})")
+    scan.records = [Record(r.key, labels[r.key], r.path, r.offset, r.size, r.member)
+                    for r in scan.records]
+
+
+def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = None,
+                    val_labels: str | None = None, synsets: str | None = None) -> Inputs:
+    """ImageNet from the official archives, the Kaggle layout or folders (see module doc)."""
+    from . import labels as lab
+
+    if not train and not val:
+        raise PrepError("give --train and/or --val")
+    scans = {s: _scan(s, p) for s, p in (("train", train), ("val", val)) if p}
+    names: dict[str, str] = {}
+    leaf_wnids: list[str] = []
+    if synsets is None and val_labels:
+        guess = os.path.join(os.path.dirname(os.path.abspath(val_labels)), "LOC_synset_mapping.txt")
+        synsets = guess if os.path.exists(guess) else None
+    if synsets:
+        names = lab.synset_names(synsets)
+        leaf_wnids = list(names)
+    if devkit:
+        val_map, names = lab.devkit_labels(devkit)
+        leaf_wnids = list(names)
+        where = f"{devkit}:{lab.TRUTH}"
+    elif val_labels:
+        val_map, where = lab.kaggle_labels(val_labels), val_labels
+    else:
+        val_map, where = None, ""
+    if val and val_map is not None:
+        _label_val(scans["val"], val_map, where)
+    # Class index = position in sorted order of the train WNIDs (else the label files' WNIDs).
+    if train:
+        wnids = scans["train"].classes
+    else:
+        wnids = leaf_wnids or sorted({r.wnid for r in scans["val"].records if r.wnid})
+    classes = class_table(wnids, names)
+    if val and val_map is not None:
+        unknown = sorted({w for w in val_map.values()} - set(wnids))
+        if unknown:
+            raise PrepError(f"{where} names WNIDs that are not classes of the train set: "
+                            f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    params = {"command": "imagenet", "name": "imagenet",
+              **{k: os.path.abspath(v) if v else None for k, v in
+                 (("train", train), ("val", val), ("devkit", devkit), ("val_labels", val_labels),
+                  ("synsets", synsets))}}
+    return _collect(scans, classes, params)

@@ -1,0 +1,80 @@
+"""The `_info.json` manifest (timm's schema plus our fields), assembled from the plan and the
+done record of every shard; `merge` is the same step run after several parts have finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .plan import load_plan
+from .records import PrepError
+from .writer import done_path
+
+INFO_FILE = "_info.json"
+
+
+def shard_records(out: str, plan: dict) -> tuple[dict, list[str]]:
+    """Done records by shard file, and the planned shards that are missing or do not match."""
+    records, missing = {}, []
+    for shards in plan["splits"].values():
+        for shard in shards:
+            try:
+                with open(done_path(out, shard["file"])) as f:
+                    rec = json.load(f)
+                ok = os.path.getsize(os.path.join(out, shard["file"])) == rec["bytes"]
+            except (OSError, ValueError, KeyError):
+                ok = False
+            if ok:
+                records[shard["file"]] = rec
+            else:
+                missing.append(shard["file"])
+    return records, missing
+
+
+def build_info(plan: dict, records: dict) -> dict:
+    splits, rejected, repaired = {}, list(plan["rejected"]), []
+    for split, shards in plan["splits"].items():
+        recs = [records[s["file"]] for s in shards]
+        splits[split] = {
+            "name": split,
+            "num_samples": sum(r["count"] for r in recs),
+            "filenames": [s["file"] for s in shards],
+            "shard_lengths": [r["count"] for r in recs],
+            "shard_sha256": [r["sha256"] for r in recs],
+            "shard_bytes": [r["bytes"] for r in recs],
+        }
+        for r in recs:
+            rejected += [dict(x, split=split) for x in r["rejected"]]
+            repaired += [dict(x, split=split) for x in r["repaired"]]
+    return {
+        "name": plan["params"]["name"],
+        "num_classes": len(plan["classes"]),
+        "splits": splits,
+        "classes": plan["classes"],
+        "rejected": sorted(rejected, key=lambda x: (x.get("split", ""), x["key"], x["source"])),
+        "repaired": sorted(repaired, key=lambda x: (x["split"], x["key"])),
+        "prep": plan["params"],
+    }
+
+
+def write_info(out: str, info: dict) -> str:
+    path = os.path.join(out, INFO_FILE)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def merge(out: str, plan: dict | None = None) -> dict:
+    """Write `_info.json` once every planned shard is present; name the missing ones otherwise."""
+    plan = plan or load_plan(out)
+    records, missing = shard_records(out, plan)
+    if missing:
+        raise PrepError(f"{len(missing)} planned shard(s) missing or incomplete in {out}, "
+                        f"e.g. {missing[:3]}; run the remaining parts first")
+    info = build_info(plan, records)
+    write_info(out, info)
+    return info

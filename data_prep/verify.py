@@ -1,0 +1,112 @@
+"""`verify`: check a shard folder against its `_info.json`.
+
+Per shard: present, byte count and sha256 as recorded, every sample a (jpg, cls) pair, the jpg
+a decodable 3-channel JPEG, the label in range, the count as recorded. Per split: unique keys and
+num_samples = sum of shard lengths. Returns a list of problems (empty = all good).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+import simplejpeg
+
+from .manifest import INFO_FILE
+from .parallel import open_pool
+from .writer import sha256_file
+
+
+@dataclass
+class ShardCheck:
+    file: str
+    keys: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _check_sample(file: str, key: str, parts: dict[str, bytes], num_classes: int) -> list[str]:
+    where = f"{file}: sample {key}"
+    if set(parts) != {"jpg", "cls"}:
+        return [f"{where} has members {sorted(parts)}, expected cls and jpg"]
+    problems = []
+    try:
+        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(parts["jpg"])
+        simplejpeg.decode_jpeg(parts["jpg"], min_factor=8)    # reads all of the entropy-coded data
+        if colorspace not in ("YCbCr", "RGB"):
+            problems.append(f"{where}: JPEG is {colorspace}, not RGB")
+    except ValueError as e:
+        problems.append(f"{where}: jpg does not decode ({e})")
+    try:
+        cls = int(parts["cls"].decode("ascii"))
+        if not 0 <= cls < num_classes:
+            problems.append(f"{where}: class {cls} out of range 0..{num_classes - 1}")
+    except (UnicodeDecodeError, ValueError):
+        problems.append(f"{where}: cls {parts['cls'][:20]!r} is not a decimal number")
+    return problems
+
+
+def check_shard(args: tuple[str, str, int, str, int, int]) -> ShardCheck:
+    root, file, length, sha, size, num_classes = args
+    res, path = ShardCheck(file), os.path.join(root, file)
+    if not os.path.exists(path):
+        res.problems.append(f"{file}: missing")
+        return res
+    if os.path.getsize(path) != size:
+        res.problems.append(f"{file}: {os.path.getsize(path)} bytes, manifest says {size}")
+    if sha256_file(path) != sha:
+        res.problems.append(f"{file}: sha256 differs from the manifest")
+    samples: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, AttributeError) as e:
+        res.problems.append(f"{file}: unreadable tar ({e})")
+    for key, parts in samples.items():
+        res.problems += _check_sample(file, key, parts, num_classes)
+    res.keys = list(samples)
+    if len(samples) != length:
+        res.problems.append(f"{file}: {len(samples)} samples, manifest says {length}")
+    return res
+
+
+def verify(root: str, workers: int = 1) -> tuple[list[str], int]:
+    """(problems, samples checked) for the dataset at `root`."""
+    try:
+        with open(os.path.join(root, INFO_FILE)) as f:
+            info = json.load(f)
+        num_classes = len(info["classes"])
+        splits = info["splits"]
+    except (OSError, ValueError, KeyError) as e:
+        return [f"{root}/{INFO_FILE}: unreadable ({e})"], 0
+    problems, jobs, split_of = [], [], {}
+    for name, s in splits.items():
+        lists = [s["filenames"], s["shard_lengths"], s["shard_sha256"], s["shard_bytes"]]
+        if len({len(x) for x in lists}) != 1:
+            problems.append(f"{name}: filenames, shard_lengths, shard_sha256, shard_bytes differ in length")
+            continue
+        if sum(s["shard_lengths"]) != s["num_samples"]:
+            problems.append(f"{name}: num_samples {s['num_samples']} != sum of shard_lengths "
+                            f"{sum(s['shard_lengths'])}")
+        for f, n, sha, size in zip(*lists):
+            jobs.append((root, f, n, sha, size, num_classes))
+            split_of[f] = name
+    keys: dict[str, Counter] = {name: Counter() for name in splits}
+    pool = open_pool(min(workers, len(jobs)))
+    try:
+        results = pool.imap(check_shard, jobs) if pool else map(check_shard, jobs)
+        for r in results:
+            problems += r.problems
+            keys[split_of[r.file]].update(r.keys)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    for name, counter in keys.items():
+        dupes = [k for k, c in counter.items() if c > 1]
+        if dupes:
+            problems.append(f"{name}: {len(dupes)} keys appear more than once (e.g. {dupes[:3]})")
+    return problems, sum(sum(c.values()) for c in keys.values())

@@ -1,0 +1,149 @@
+"""Write shards in parallel: one task per shard, each atomic and recorded, so reruns keep them.
+
+A shard is written to `<name>.tmp<pid>`, fsynced and renamed; then a done record (sample count,
+sha256, bytes, rejected and repaired images) is written beside the plan. A rerun keeps a shard
+only when its bytes still match that record. Tar metadata is fixed, so output is byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+from webdataset import TarWriter
+
+from .encode import EncodeOptions, RejectImage, to_rgb_jpeg
+from .plan import PLAN_DIR
+from .records import Record, read_bytes
+
+TAR_MTIME = 0               # fixed member metadata: same input, same shard bytes
+TAR_USER = "data_prep"
+# Test hook: seconds to sleep after each shard, so a test can kill the CLI mid-run.
+DELAY_ENV = "DATA_PREP_TEST_SHARD_DELAY"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    out: str
+    file: str                   # relative to `out`, e.g. train/imagenet-train-000000.tar
+    samples: list               # [key, cls, path, offset, size, member] per image
+    opts: EncodeOptions
+
+
+@dataclass
+class ShardResult:
+    file: str
+    count: int
+    sha256: str
+    bytes: int
+    rejected: list = field(default_factory=list)
+    repaired: list = field(default_factory=list)
+    resized: int = 0
+    kept: bool = False          # True when a finished shard from an earlier run was kept
+
+
+class _HashingWriter:
+    """File wrapper that hashes what the tar stream writes, saving a second read of the shard."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.n += len(b)
+        return self.f.write(b)
+
+
+def done_path(out: str, file: str) -> str:
+    return os.path.join(out, PLAN_DIR, "done", file.replace("/", "__") + ".json")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def kept_result(out: str, file: str) -> ShardResult | None:
+    """The recorded result if the shard on disk still has the recorded length and sha256."""
+    try:
+        with open(done_path(out, file)) as f:
+            rec = json.load(f)
+        path = os.path.join(out, file)
+        if os.path.getsize(path) != rec["bytes"] or sha256_file(path) != rec["sha256"]:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return ShardResult(**{**rec, "kept": True})
+
+
+def write_shard(task: ShardTask) -> ShardResult:
+    """Encode every sample of one shard and write it atomically; rejected images are recorded."""
+    path = os.path.join(task.out, task.file)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    res = ShardResult(task.file, 0, "", 0)
+    # A per-process temp name: a worker orphaned by a killed run may still be finishing this shard.
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as raw:
+        stream = _HashingWriter(raw)
+        with TarWriter(stream, user=TAR_USER, group=TAR_USER, mtime=TAR_MTIME, encoder=False) as tw:
+            for key, cls, src, offset, size, member in task.samples:
+                rec = Record(key, None, src, offset, size, member)
+                try:
+                    enc = to_rgb_jpeg(read_bytes(rec), task.opts)
+                except (RejectImage, OSError) as e:
+                    res.rejected.append({"key": key, "source": rec.source, "reason": str(e)})
+                    continue
+                tw.write({"__key__": key, "cls": str(cls).encode(), "jpg": enc.data})
+                res.count += 1
+                res.resized += enc.resized
+                if enc.repair:
+                    res.repaired.append({"key": key, "source": rec.source, "repair": enc.repair})
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    res.sha256, res.bytes = stream.sha.hexdigest(), stream.n
+    os.makedirs(os.path.dirname(done_path(task.out, task.file)), exist_ok=True)
+    record = {k: v for k, v in asdict(res).items() if k != "kept"}
+    _atomic_write(done_path(task.out, task.file), json.dumps(record).encode())
+    if os.environ.get(DELAY_ENV):
+        time.sleep(float(os.environ[DELAY_ENV]))
+    return res
+
+
+def keep_or_write(task: ShardTask) -> ShardResult:
+    return kept_result(task.out, task.file) or write_shard(task)
+
+
+def remove_stale_tmp(out: str, files: list[str]) -> None:
+    """Delete temp files a killed run left for these shards (not other parts' shards)."""
+    by_dir: dict[str, set[str]] = {}
+    for f in files:
+        by_dir.setdefault(os.path.dirname(os.path.join(out, f)), set()).add(os.path.basename(f))
+    for d, names in by_dir.items():
+        for n in os.listdir(d) if os.path.isdir(d) else ():
+            base, sep, _ = n.partition(".tmp")
+            if sep and base in names:
+                os.remove(os.path.join(d, n))
+
+
+def run_tasks(pool, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+    """Keep or write each shard, yielding results as they finish (in any order)."""
+    if pool is None:
+        return map(keep_or_write, tasks)
+    return pool.imap_unordered(keep_or_write, tasks, chunksize=1)
