@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import labels as lab
 from .prepare import class_table
 from .records import PrepError, Record, Rejected
 from .sources import SplitScan, scan_split
@@ -35,7 +36,7 @@ def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict) -> 
     for split, n in unlabelled.items():
         if n:
             raise PrepError(f"{split}: {n} images are not in class folders and no label file "
-                            "was given (use --devkit or --val-labels)")
+                            "was given (imagenet: use --devkit or --val-labels)")
     return Inputs({s: sc.records for s, sc in scans.items()}, classes,
                   [(s, r) for s, sc in scans.items() for r in sc.refused],
                   sum(sc.ignored for sc in scans.values()), params)
@@ -54,9 +55,7 @@ def folder_inputs(train: str, val: str | None) -> Inputs:
 
 def _label_val(scan: SplitScan, labels: dict[str, str], where: str) -> None:
     """Attach label-file WNIDs to val records; a folder label that disagrees is an error."""
-    from .labels import check_coverage
-
-    check_coverage({r.key for r in scan.records}, labels, where)
+    lab.check_coverage({r.key for r in scan.records}, labels, where)
     clash = [r.key for r in scan.records if r.wnid and r.wnid != labels[r.key]]
     if clash:
         raise PrepError(f"{where} disagrees with the class folders of {len(clash)} images "
@@ -68,8 +67,6 @@ def _label_val(scan: SplitScan, labels: dict[str, str], where: str) -> None:
 def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = None,
                     val_labels: str | None = None, synsets: str | None = None) -> Inputs:
     """ImageNet from the official archives, the Kaggle layout or folders (see module doc)."""
-    from . import labels as lab
-
     if not train and not val:
         raise PrepError("give --train and/or --val")
     scans = {s: _scan(s, p) for s, p in (("train", train), ("val", val)) if p}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from . import __version__
 from .encode import EncodeOptions
 from .manifest import INFO_FILE, merge, shard_records
 from .plan import make_plan, save_or_check_plan, shard_part
@@ -71,7 +72,7 @@ def prepare(splits: dict[str, list[Record]], classes: list[dict],
         raise PrepError("need --shard-size >= 1 and 0 <= --part < --num-parts")
     check_labels(splits, classes)
     start = time.time()
-    params = {**params, "seed": cfg.seed, "shard_size": cfg.shard_size, "prefix": cfg.prefix,
+    params = {**params, "version": __version__, "seed": cfg.seed, "shard_size": cfg.shard_size, "prefix": cfg.prefix,
               "max_short_side": cfg.opts.max_short_side, "quality": cfg.opts.quality,
               "max_pixels": cfg.opts.max_pixels}
     rejected = [dict(r.as_dict(), split=split) for split, r in refused]

@@ -131,10 +131,12 @@ def keep_or_write(task: ShardTask) -> ShardResult:
 
 
 def remove_stale_tmp(out: str, files: list[str]) -> None:
-    """Delete temp files a killed run left for these shards (not other parts' shards)."""
+    """Delete temp files a killed run left for these shards and their done records (only these:
+    other parts may be writing theirs)."""
     by_dir: dict[str, set[str]] = {}
     for f in files:
-        by_dir.setdefault(os.path.dirname(os.path.join(out, f)), set()).add(os.path.basename(f))
+        for path in (os.path.join(out, f), done_path(out, f)):
+            by_dir.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
     for d, names in by_dir.items():
         for n in os.listdir(d) if os.path.isdir(d) else ():
             base, sep, _ = n.partition(".tmp")

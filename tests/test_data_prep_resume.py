@@ -49,19 +49,22 @@ def test_resume_after_sigkill_is_byte_identical(dataset, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, DATA_PREP_TEST_SHARD_DELAY="0.3")
     cmd = [sys.executable, "-m", "data_prep"] + _args(lay, out) + ["--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def finished() -> list[str]:
+        names = os.listdir(done_dir) if os.path.isdir(done_dir) else []
+        return sorted(f for f in names if f.endswith(".json"))     # not temp files being written
+
     deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.isdir(done_dir) and len(os.listdir(done_dir)) >= 3:
-            break
+    while time.time() < deadline and proc.poll() is None and len(finished()) < 3:
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    total = len(json.load(open(os.path.join(single, "_info.json")))["splits"]["train"]["filenames"]) + 3
-    finished = sorted(f for f in os.listdir(done_dir) if f.endswith(".json"))
-    assert 3 <= len(finished) < total and not os.path.exists(os.path.join(out, "_info.json"))
+    splits = json.load(open(os.path.join(single, "_info.json")))["splits"]
+    total = sum(len(s["filenames"]) for s in splits.values())
+    done = finished()
+    assert 3 <= len(done) < total and not os.path.exists(os.path.join(out, "_info.json"))
 
-    shards = [os.path.join(out, f[: -len(".json")].replace("__", "/")) for f in finished]
+    shards = [os.path.join(out, f[: -len(".json")].replace("__", "/")) for f in done]
     stamps = {s: os.stat(s).st_mtime_ns for s in shards}
     with open(shards[0], "r+b") as f:           # a damaged finished shard must be rewritten
         f.seek(2000)
