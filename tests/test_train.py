@@ -59,8 +59,8 @@ def test_two_process_run_trains_validates_and_logs(shards: Path, tmp_path: Path)
     assert [r["step"] for r in train] == list(range(2, STEPS_PER_EPOCH + 1, 2))
 
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert ckpts == [f"step-{STEPS_PER_EPOCH:09d}.pt"]
-    state = torch.load(run_dir / "checkpoints" / ckpts[0], weights_only=True)
+    assert ckpts == ["best.pt", f"step-{STEPS_PER_EPOCH:09d}.pt"]
+    state = torch.load(run_dir / "checkpoints" / ckpts[-1], weights_only=True)
     assert (state["step"], state["epoch"], state["step_in_epoch"]) == (STEPS_PER_EPOCH, 1, 0)
     assert (run_dir / "config.yaml").is_file()
 

@@ -6,6 +6,7 @@ This module does not import torch; the resolved config is written to the run dir
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -24,17 +25,35 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/imagenet"  # dataset root holding _info.json (a local path or a URL prefix)
+    root: str = "data/imagenet"  # holds _info.json: a path, a pipe: command or a URL (docs/operations.md)
     workers: int = 8  # DataLoader worker processes per rank
-    shuffle_buffer: int = 2000  # samples per worker held as raw bytes for shuffling
+    # samples per worker held as raw JPEG bytes for shuffling; with `prefetch` it bounds memory: a worker
+    # adds ~ shuffle_buffer x mean JPEG bytes + one uint8 batch (local batch x size^2 x 3) + its largest
+    # decoded image + ~20 MB to its idle size, and each rank holds workers x prefetch batches in shared
+    # memory (docs/benchmarks.md, "Input pipeline")
+    shuffle_buffer: int = 2000
     image_size: int = 224  # training crop and evaluation crop
     eval_resize: int = 256  # short side before the evaluation centre crop
     prefetch: int = 4  # batches each worker keeps ready
+    # where JPEGs are decoded: "cpu" in the DataLoader workers (libjpeg-turbo), or "gpu": workers send the
+    # bytes and crop parameters, this process decodes with nvJPEG and augments on the GPU (needs CUDA)
+    decode: Literal["cpu", "gpu"] = "cpu"
+    # decode="cpu": decode large JPEGs at 1/2, 1/4 or 1/8 size (libjpeg-turbo DCT scaling) when the crop
+    # keeps at least this many decoded pixels per output pixel in both dimensions. 2: within ~0.1/255 of a
+    # full decode on average; 1: fastest, slightly sharper crops; 0: always decode at full size
+    reduced_decode_margin: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.eval_resize < self.image_size:
+            raise ConfigError(f"data.eval_resize={self.eval_resize} must be >= data.image_size={self.image_size}: "
+                              "the evaluation centre crop is taken from the resized image")
+        if self.reduced_decode_margin != 0 and not self.reduced_decode_margin >= 1:
+            raise ConfigError(f"data.reduced_decode_margin must be 0 (off) or >= 1, got {self.reduced_decode_margin!r}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "alexnet"  # "alexnet" (the seed) or "torchvision:<name>"
+    name: str = "alexnet"  # "alexnet" (the seed), "alexnet_bn" (with batch norm) or "torchvision:<name>"
     num_classes: int = 0  # 0: take the number of classes from the dataset manifest
     dropout: float = 0.5
     channels_last: bool = False
@@ -71,25 +90,46 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int = 0  # 0 = only at the end of each epoch
-    keep_last: int = 2
+    """When to save and what to keep; docs/fault_tolerance.md says how resuming uses them."""
+
+    every_steps: int = 0  # also save every this many steps; 0 = only at epoch ends (and on a stop signal)
+    every_minutes: float = 0  # also save when this long has passed since the last save (any rank's clock); 0 = off
+    keep_last: int = 2  # step checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    keep_best: bool = True  # keep best.pt, the epoch-end checkpoint with the highest val/top1 so far
     resume: bool = True  # resume from the newest valid checkpoint in run.dir
 
 
 @dataclass(frozen=True)
 class WandbConfig:
-    mode: Literal["online", "offline", "disabled"] = "offline"
+    """Weights & Biases, from the main rank only; docs/monitoring.md. W&B trouble never stops a run."""
+
+    mode: Literal["online", "offline", "disabled"] = "offline"  # online falls back to offline on any trouble
     project: str = "imagenet-trainer"
-    entity: Union[str, None] = None
-    name: Union[str, None] = None
-    group: Union[str, None] = None
-    tags: list[str] = field(default_factory=list)
+    entity: Union[str, None] = None  # team or user; None: the API key's default entity
+    name: Union[str, None] = None  # display name; None: the run directory's name
+    group: Union[str, None] = None  # groups runs in the UI (e.g. one sweep)
+    tags: list[str] = field(default_factory=list)  # tags=a,b on the command line
+    log_checkpoints: bool = False  # upload checkpoints as artifacts (aliases latest, best): ~600 MB each
+    image_grid: int = 16  # augmented training images shown (with class names) at start; 0 = none
+    init_timeout_s: float = 60.0  # an online start (login, server) slower than this falls back to offline
+    finish_timeout_s: float = 300.0  # stop waiting for uploads at exit after this; `wandb sync` sends the rest
 
 
 @dataclass(frozen=True)
 class RunConfig:
     dir: str = "runs/alexnet"  # config.yaml, metrics.jsonl, checkpoints/ and W&B files go here
     timeout_minutes: float = 10  # a collective that waits longer than this fails instead of hanging
+    max_nonfinite_steps: int = 20  # amp=fp16: stop after this many inf/NaN losses in a row (GradScaler skips
+    #                                each one); with amp off/bf16 the first non-finite loss stops the run
+
+
+@dataclass(frozen=True)
+class DDPConfig:
+    """Gradient communication between ranks; docs/scaling.md says when each option pays."""
+
+    bucket_cap_mb: float = 25  # gradients go out in buckets of this size, overlapping the rest of backward
+    grad_compression: Literal["none", "bf16"] = "none"  # "bf16": all-reduce half the bytes (a DDP comm hook)
+    check_weights: bool = True  # at each epoch end ranks compare a hash of their weights; a mismatch stops
 
 
 @dataclass(frozen=True)
@@ -102,6 +142,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    ddp: DDPConfig = field(default_factory=DDPConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -116,11 +157,7 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
         tree = yaml.safe_load(f) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else "")
+    _apply_overrides(tree, overrides)
     return _build(Config, tree, "")
 
 
@@ -129,12 +166,23 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(tree: dict[str, Any]) -> Config:
+def from_dict(tree: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """A config from plain data (e.g. a checkpoint's), with the same `key=value` overrides as `load`."""
+    tree = copy.deepcopy(tree)
+    _apply_overrides(tree, overrides)
     return _build(Config, tree, "")
 
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _apply_overrides(tree: dict, overrides: list[str]) -> None:
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
+        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else "")
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -194,6 +242,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e20" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. a run name of digits
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -202,13 +255,17 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 _NON_NEGATIVE = {
+    "wandb.image_grid",
     "data.workers", "data.shuffle_buffer", "train.max_steps", "train.label_smoothing", "train.grad_clip",
-    "checkpoint.every_steps", "schedule.warmup_epochs", "optim.weight_decay", "optim.momentum",
+    "checkpoint.every_steps", "checkpoint.every_minutes", "schedule.warmup_epochs", "optim.weight_decay",
+    "optim.momentum",
     "model.num_classes", "model.dropout", "schedule.min_lr",
 }
 _POSITIVE = {
+    "wandb.init_timeout_s", "wandb.finish_timeout_s",
     "data.image_size", "data.eval_resize", "data.prefetch", "train.epochs", "train.batch_size",
     "train.log_every", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs", "run.timeout_minutes",
+    "ddp.bucket_cap_mb", "run.max_nonfinite_steps",
 }
 
 
@@ -219,3 +276,6 @@ def _check_ranges(cfg: Any, prefix: str) -> None:
             raise ConfigError(f"{key} must be > 0, got {value!r}")
         if key in _NON_NEGATIVE and not value >= 0:
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
+        if key == "checkpoint.keep_last" and value < 2:
+            raise ConfigError(f"{key} must be >= 2 (got {value}): when the newest checkpoint is damaged, "
+                              "resuming falls back to the one before it")

@@ -1,5 +1,5 @@
 """The WebDataset input pipeline: `_info.json` -> per-epoch shard plan -> rank/worker split ->
-raw-byte shuffle buffer -> decode + augment -> uint8 batches.
+raw-byte shuffle buffer -> decode + augment (transforms.py; data.decode=gpu: gpu_decode.py) -> uint8 batches.
 
 Every rank takes exactly `steps_per_epoch` training batches per epoch (a reader that runs out of
 shards starts over on them). Batch `s` of an epoch always comes from logical worker `s % workers`
@@ -14,13 +14,14 @@ import json
 import os
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from trainer import gpu_decode, storage
 from trainer.config import DataConfig
 from trainer.seeding import derive_seed
 from trainer.transforms import EvalPreset, TrainPreset, collate
@@ -47,14 +48,10 @@ class Manifest:
     class_names: tuple[str, ...]
 
 
-def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}" if "://" in root or root.startswith("pipe:") else os.path.join(root, name)
-
-
 def load_manifest(root: str) -> Manifest:
     """Read `<root>/_info.json` (timm's schema plus our class list)."""
-    path = _join(root, "_info.json")
-    if "://" not in root and not os.path.isfile(path):
+    path = storage.join(root, "_info.json")
+    if storage.is_local(root) and not os.path.isfile(path):
         raise DataError(
             f"no prepared dataset at data.root={root!r}: {path} does not exist.\n"
             "Prepare ImageNet once with\n"
@@ -63,14 +60,18 @@ def load_manifest(root: str) -> Manifest:
             f"or any image-folder dataset with `python -m data_prep folder --train DIR --val DIR --out {root}`,"
             " then pass data.root=<that folder>."
         )
-    with wds.gopen(path, "rb") as f:
-        info = json.load(f)
+    try:
+        with wds.gopen(path, "rb") as f:
+            info = json.load(f)
+    except (OSError, ValueError, ImportError) as e:  # failed command, no object, no handler or backend
+        raise DataError(f"cannot read the dataset manifest {path} (data.root={root!r} is "
+                        f"{storage.describe(root)}): {e}") from e
 
     def split(name: str) -> Split | None:
         s = info["splits"].get(name)
         if not s:
             return None
-        return Split(tuple(_join(root, n) for n in s["filenames"]), tuple(int(n) for n in s["shard_lengths"]))
+        return Split(tuple(storage.join(root, n) for n in s["filenames"]), tuple(int(n) for n in s["shard_lengths"]))
 
     train = split("train")
     if train is None or train.num_samples == 0:
@@ -129,7 +130,7 @@ class TrainStream(IterableDataset):
         self.split, self.cfg, self.seed, self.epoch = split, cfg, seed, epoch
         self.start_step, self.steps, self.batch = start_step, steps, local_batch
         self.rank, self.world_size = rank, world_size
-        self.preset = TrainPreset(cfg.image_size)
+        self.preset = TrainPreset(cfg.image_size, cfg.reduced_decode_margin)
 
     def _raw(self, slot: int, n_slots: int) -> Iterator[tuple[str, bytes, int, int]]:
         order = list(range(len(self.split.urls)))
@@ -154,11 +155,9 @@ class TrainStream(IterableDataset):
             pass
         for _ in range(todo):
             items = list(itertools.islice(stream, self.batch))
-            images = [
-                self.preset(data, random.Random(derive_seed(self.seed, "aug", self.epoch, key, cycle)))
-                for key, data, _, cycle in items
-            ]
-            yield collate(images, [label for _, _, label, _ in items])
+            samples = ((data, random.Random(derive_seed(self.seed, "aug", self.epoch, key, cycle)))
+                       for key, data, _, cycle in items)
+            yield _batch(self.preset, samples, [label for _, _, label, _ in items], self.cfg.decode)
 
 
 class EvalStream(IterableDataset):
@@ -166,7 +165,7 @@ class EvalStream(IterableDataset):
 
     def __init__(self, split: Split, cfg: DataConfig, *, local_batch: int, rank: int, world_size: int) -> None:
         self.split, self.batch, self.rank, self.world_size = split, local_batch, rank, world_size
-        self.preset = EvalPreset(cfg.image_size, cfg.eval_resize)
+        self.preset, self.decode = EvalPreset(cfg.image_size, cfg.eval_resize, cfg.reduced_decode_margin), cfg.decode
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         w, n_workers = _worker()
@@ -174,7 +173,16 @@ class EvalStream(IterableDataset):
         shards, stride = _assign(len(self.split.urls), slot, n_slots, list(range(len(self.split.urls))))
         mine = (s for i, s in enumerate(_read([self.split.urls[i] for i in shards])) if i % stride == slot % stride)
         while items := list(itertools.islice(mine, self.batch)):
-            yield collate([self.preset(data) for _, data, _ in items], [label for _, _, label in items])
+            yield _batch(self.preset, ((data, None) for _, data, _ in items), [label for _, _, label in items],
+                         self.decode)
+
+
+def _batch(preset: TrainPreset | EvalPreset, samples: Iterator[tuple[bytes, random.Random | None]],
+           labels: list[int], decode: str) -> tuple[torch.Tensor, ...]:
+    """A uint8 image batch (decoded here), or for data.decode=gpu the JPEG bytes and plans to decode there."""
+    if decode == "gpu":
+        return gpu_decode.pack(((data, *preset.plan(data, rng)) for data, rng in samples), labels)
+    return collate((preset(data, rng) for data, rng in samples), labels)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -184,21 +192,32 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> DataLoader:
+def check_decode(cfg: DataConfig, device: torch.device) -> None:
+    """Raise a ConfigError naming data.decode when it asks for a GPU this run does not have."""
+    if cfg.decode == "gpu":
+        gpu_decode.check_device(device)
+
+
+def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    decoder = gpu_decode.GpuDecoder(cfg.image_size, device) if cfg.decode == "gpu" else None  # checks CUDA
     workers = cfg.workers
-    return DataLoader(
+    loader = DataLoader(
         stream,
         batch_size=None,  # the streams batch themselves, so skipping stays raw
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda",  # a pinned batch copies to the GPU asynchronously (Normalize)
         prefetch_factor=cfg.prefetch if workers else None,
         worker_init_fn=_ignore_stop_signals,
     )
+    return gpu_decode.GpuBatches(loader, decoder) if decoder else loader
 
 
-def train_loader(split: Split, cfg: DataConfig, device: torch.device, **stream_args) -> DataLoader:
+def train_loader(split: Split, cfg: DataConfig, device: torch.device,
+                 **stream_args) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches (uint8 NCHW channels-last, int64 labels); on `device` with data.decode=gpu."""
     return _loader(TrainStream(split, cfg, **stream_args), cfg, device)
 
 
-def eval_loader(split: Split, cfg: DataConfig, device: torch.device, **stream_args) -> DataLoader:
+def eval_loader(split: Split, cfg: DataConfig, device: torch.device,
+                **stream_args) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     return _loader(EvalStream(split, cfg, **stream_args), cfg, device)

@@ -4,20 +4,21 @@
     build model -> optimizer -> grad scaler; resume them from the newest valid checkpoint in run.dir
     for each epoch, from the resumed position:
         for each step:  lr = schedule(step); seed = f(seed, rank, step); train_step
-            every train.log_every steps: reduce loss over ranks, log; agree whether to stop (signal)
-            every checkpoint.every_steps steps: save
-        validate (every sample once across ranks); log; save
-    on SIGTERM/SIGUSR1: all ranks agree at a log step, save, exit with EXIT_PREEMPTED
+            all ranks agree (one small CPU collective): stop signal? non-finite loss? time to save?
+            every train.log_every steps: reduce loss over ranks, log
+            every checkpoint.every_steps steps or checkpoint.every_minutes: save
+        ranks compare batch counts and weight hashes (ddp.check_weights)
+        save; validate (every sample once across ranks); log; save again with val/top1 (best.pt)
+    on SIGTERM/SIGUSR1: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
+    on a non-finite loss: fp16 skips the step (GradScaler); otherwise stop without saving, EXIT_NONFINITE
+    a collective waiting past run.timeout_minutes, or losing a rank: a clear error, EXIT_PEER_FAILED
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,50 +26,45 @@ import torch
 
 from trainer import checkpoint, data, dist, metrics, optim, step
 from trainer.config import Config, ConfigError, dump, to_dict
+from trainer.guard import StepGuard, ignore_stop_signals
 from trainer.model import build_model, to_memory_format
+from trainer.resume import Position, data_plan, resume_position
 from trainer.seeding import derive_seed
 from trainer.transforms import Normalize
+from trainer.validate import validate
 
 log = logging.getLogger(__name__)
 
+# Exit statuses of each rank (torchrun itself exits 1 whenever a rank fails; its summary shows these).
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again", which is what a requeued job does
-
-
-@dataclass
-class Position:
-    """Where the run is: optimizer steps taken, and the next batch of which epoch."""
-
-    step: int = 0
-    epoch: int = 0
-    step_in_epoch: int = 0
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (preemption); acted on at the next step where all ranks agree."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+EXIT_NONFINITE = 3  # the loss became inf/NaN; the newest checkpoint is the last good state
+EXIT_PEER_FAILED = 4  # a collective timed out (run.timeout_minutes) or lost a rank: look at the other ranks
 
 
 def run(cfg: Config) -> int:
     info = dist.setup(cfg.device, cfg.run.timeout_minutes)
     try:
         return _train(cfg, info)
+    except RuntimeError as e:
+        what = dist.peer_failure(e) if info.world_size > 1 else None
+        if what is None:
+            raise
+        log.error("rank %d stops: a collective %s; the failing rank's own log says why. If a step, a checkpoint "
+                  "save or validation legitimately takes longer than run.timeout_minutes=%g, raise it. (%s)",
+                  info.rank, what, cfg.run.timeout_minutes, str(e).strip().splitlines()[0])
+        return EXIT_PEER_FAILED
     finally:
+        ignore_stop_signals()  # the exit status is decided; keep it
         dist.teardown(info)
 
 
 def _train(cfg: Config, info: dist.DistInfo) -> int:
-    stop = StopFlag()
+    guard = StepGuard(info, cfg.checkpoint.every_minutes)  # handles SIGTERM/SIGUSR1 from here on
     if cfg.train.batch_size % info.world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {info.world_size} ranks")
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
+    data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
     manifest = data.load_manifest(cfg.data.root)
     local_batch = cfg.train.batch_size // info.world_size
     steps_per_epoch = data.steps_per_epoch(manifest.train, cfg.train.batch_size)
@@ -80,7 +76,10 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     model = to_memory_format(model.to(info.device), cfg.model.channels_last)
     optimizer = optim.build_optimizer(cfg.optim, model)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16")
-    pos, run_id = Position(), secrets.token_hex(4)
+    pos, run_id, best_top1 = Position(), None, None
+    plan = data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
+                     batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
+                     train_samples=manifest.train.num_samples, steps_per_epoch=steps_per_epoch)
 
     # The main rank picks the checkpoint so that every rank resumes from the same file.
     found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
@@ -90,32 +89,42 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        pos = _resume_position(state, steps_per_epoch, info, cfg)
-        run_id = state.get("wandb_run_id") or run_id
+        pos = resume_position(state, plan, chosen)
+        run_id, best_top1 = state.get("wandb_run_id"), state.get("best_val_top1")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", chosen, pos.step, pos.epoch, pos.step_in_epoch)
 
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump(cfg))
-    logger = metrics.build_logger(info.is_main, cfg.wandb, run_dir, run_id, to_dict(cfg))
+        run_id = metrics.resolve_run_id(run_dir, run_id)  # also kept in run_dir: a restart continues it
+    start_step = pos.step
+    logger = metrics.build_logger(
+        info.is_main, cfg.wandb, run_dir, run_id, to_dict(cfg), start_step=start_step,
+        end_step=min(total_steps, cfg.train.max_steps or total_steps), class_names=manifest.class_names,
+    )
 
-    train_model = dist.wrap(torch.compile(model) if cfg.model.compile else model, info)
+    train_model = dist.wrap(torch.compile(model) if cfg.model.compile else model, info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     autocast = (lambda: torch.autocast(info.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
-    def save() -> None:
+    def save(val: dict[str, float] | None = None) -> None:
+        nonlocal best_top1
+        guard.saved()
+        improved = val is not None and (best_top1 is None or val["val/top1"] > best_top1)
+        best_top1 = val["val/top1"] if improved else best_top1
         if info.is_main:
             state = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "step": pos.step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
-                "data": {"world_size": info.world_size, "workers": cfg.data.workers,
-                         "steps_per_epoch": steps_per_epoch},
-                "config": to_dict(cfg), "wandb_run_id": run_id,
-            }
+                "step": pos.step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "data": plan,
+                "val": val, "best_val_top1": best_top1, "config": to_dict(cfg), "wandb_run_id": run_id,
+            }  # no RNG state: every draw is derived from the seed (in `plan`) and the position
             path = checkpoint.save(state, ckpt_dir, pos.step, cfg.checkpoint.keep_last)
-            log.info("saved checkpoint %s", path)
+            if improved and cfg.checkpoint.keep_best:
+                checkpoint.mark_best(path)
+            log.info("saved checkpoint %s%s", path, " (best so far)" if improved else "")
+            logger.log_checkpoint(path, pos.step, best=improved)  # a W&B artifact if wandb.log_checkpoints
 
     def finished() -> bool:
         return pos.epoch >= cfg.train.epochs or 0 < cfg.train.max_steps <= pos.step
@@ -131,11 +140,13 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             first_batch = pos.step_in_epoch
             loss_sum = torch.zeros(2, device=info.device)  # [sum of losses, steps] since the last log
             wait, tick = 0.0, time.perf_counter()
-            batches = iter(loader)
+            batches = iter(loader) if first_batch < steps_per_epoch else iter(())  # (): resumed at the end
             while pos.step_in_epoch < steps_per_epoch and not finished():
                 t0 = time.perf_counter()
                 images, targets = next(batches)
                 wait += time.perf_counter() - t0
+                if pos.step == start_step:  # once per start: what the augmentation feeds the model
+                    logger.log_samples(images, targets, pos.step)
 
                 lr = optim.lr_at(pos.step, steps_per_epoch, total_steps, cfg.optim.lr, cfg.schedule)
                 optim.set_lr(optimizer, lr)
@@ -147,6 +158,17 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 loss_sum += torch.stack([loss.float(), loss.new_ones((), dtype=torch.float32)])
                 pos.step += 1
                 pos.step_in_epoch += 1
+                epoch_done = pos.step_in_epoch >= steps_per_epoch or finished()  # the epoch's end saves
+                every = cfg.checkpoint.every_steps
+                interval_save = every > 0 and pos.step % every == 0 and not epoch_done
+                verdict = guard.check(loss, will_save=interval_save or epoch_done)  # a sync point (CPU only)
+                if verdict.nonfinite:
+                    if not scaler.is_enabled() or verdict.streak >= cfg.run.max_nonfinite_steps:
+                        log.error(_nonfinite_message(info.rank, pos.step, verdict.streak, ckpt_dir, scaler))
+                        return EXIT_NONFINITE
+                    log.warning("rank %d: non-finite loss at step %d; GradScaler skipped this update (%d in a "
+                                "row, the run stops at run.max_nonfinite_steps=%d)", info.rank, pos.step,
+                                verdict.streak, cfg.run.max_nonfinite_steps)
 
                 if pos.step % cfg.train.log_every == 0:
                     dist.all_reduce_sum(loss_sum, info)  # a sync point: only on log steps
@@ -159,53 +181,51 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                         "perf/images_per_s": steps * cfg.train.batch_size / elapsed,
                         "perf/step_time_s": elapsed / steps,
                         "perf/data_wait_fraction": wait / elapsed,
+                        **metrics.gpu_memory(info.device),
                     }, pos.step)
                     loss_sum.zero_()
                     wait, tick = 0.0, time.perf_counter()
-                    if dist.any_rank(stop.requested, info):
-                        save()
-                        dist.barrier(info)  # nobody exits before the checkpoint is on disk
-                        log.warning("stopped by a signal at step %d; resume with the same command", pos.step)
-                        return EXIT_PREEMPTED
-                if cfg.checkpoint.every_steps and pos.step % cfg.checkpoint.every_steps == 0:
+                if verdict.stop:
+                    return _stop(save, info, pos.step)
+                if interval_save or (verdict.save_due and not epoch_done):
                     save()
             del batches, loader  # stop this epoch's workers before validation starts its own
             taken = dist.gather_ints(pos.step_in_epoch - first_batch, info)
             if len(set(taken)) > 1:  # DDP would deadlock or silently diverge; say so instead
                 raise RuntimeError(f"ranks took different numbers of batches this epoch: {taken}")
             logger.log({"train/epoch_batches": taken[0]}, pos.step)
+            if cfg.ddp.check_weights:  # replicas that drifted apart are stopped here, not trained on
+                logger.log({"ddp/weights_digest": dist.check_weights_agree(model, info)}, pos.step)
 
+            if manifest.val is not None:
+                save()  # before validating: a stop (or a kill) during validation then loses no training
+                if guard.stop_requested():
+                    return _stop(save, info, pos.step, saved=True)
             if pos.step_in_epoch >= steps_per_epoch:
                 pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            val = None
             if manifest.val is not None:
-                logger.log(_validate(train_model, manifest.val, cfg, info, normalize, autocast, local_batch),
-                           pos.step)
-            save()
+                val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch)
+                logger.log(val, pos.step)
+            save(val)
         return 0
     finally:
         logger.close()
 
 
-def _validate(model: torch.nn.Module, split: data.Split, cfg: Config, info: dist.DistInfo,
-              normalize: Normalize, autocast: Any, local_batch: int) -> dict[str, float]:
-    loader = data.eval_loader(split, cfg.data, info.device, local_batch=local_batch,
-                              rank=info.rank, world_size=info.world_size)
-    module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
-    totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast), info)
-    loss_sum, top1, top5, count = totals.tolist()
-    return {"val/loss": loss_sum / count, "val/top1": top1 / count, "val/top5": top5 / count,
-            "val/count": int(count)}
+def _stop(save: Any, info: dist.DistInfo, step: int, saved: bool = False) -> int:
+    if not saved:
+        save()
+    dist.barrier(info)  # nobody exits before the checkpoint is on disk
+    log.warning("rank %d: stopped by a signal at step %d, checkpoint saved; resume with the same command",
+                info.rank, step)
+    return EXIT_PREEMPTED
 
 
-def _resume_position(state: dict[str, Any], steps_per_epoch: int, info: dist.DistInfo, cfg: Config) -> Position:
-    pos = Position(state["step"], state["epoch"], state["step_in_epoch"])
-    same_plan = state["data"] == {"world_size": info.world_size, "workers": cfg.data.workers,
-                                  "steps_per_epoch": steps_per_epoch}
-    if pos.step_in_epoch and not same_plan:
-        log.warning(
-            "the checkpoint's data plan %s differs from this run's (world_size=%d, data.workers=%d, "
-            "steps_per_epoch=%d): mid-epoch position cannot be kept; continuing at the start of epoch %d",
-            state["data"], info.world_size, cfg.data.workers, steps_per_epoch, pos.epoch + 1,
-        )
-        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-    return pos
+def _nonfinite_message(rank: int, step: int, streak: int, ckpt_dir: Path, scaler: Any) -> str:
+    saved = checkpoint.list_checkpoints(ckpt_dir)
+    last = f"the newest checkpoint, {saved[-1]}, is the last good state" if saved else "no checkpoint exists yet"
+    skipped = f" after {streak} in a row, each skipped by GradScaler" if scaler.is_enabled() else ""
+    return (f"rank {rank}: non-finite loss (inf/NaN) at step {step}{skipped}; all ranks stop here without "
+            f"saving: {last}. Lower optim.lr, set train.grad_clip or check the data, then run the same "
+            "command to resume from that checkpoint.")

@@ -1,0 +1,212 @@
+"""Training-step speed on one device: images/s of the trainer's own step (normalise a uint8 batch,
+forward, backward, SGD update) on synthetic batches, side by side in one run across batch sizes,
+fp32 vs bf16 autocast, channels_last on/off and torch.compile on/off, each as a ratio to the fp32 /
+contiguous / eager baseline, and as a fraction of the device's dense bf16 peak (model FLOPs per
+image from trainer.model.flops_per_image, x3 for forward + backward).
+
+    python -m bench.gpu_step                       # one GPU: the full grid, about 5 minutes on an H200
+    python -m bench.gpu_step --device cpu --quick  # the same code path, tiny, on the CPU
+
+Prints a table, then one JSON object as the last line. Stops starting new configurations after
+--budget-s seconds, so it fits a fixed device lease (compiling is most of the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from trainer import optim, step
+from trainer.config import ModelConfig, OptimConfig
+from trainer.model import build_model, flops_per_image, to_memory_format
+from trainer.transforms import Normalize
+from trainer.validate import autocast_for
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; first match wins.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0,
+                    "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+@dataclass(frozen=True)
+class Setting:
+    batch: int
+    amp: str  # "off" (fp32) | "bf16"
+    channels_last: bool
+    compile: bool
+    h2d: bool = False  # the uint8 batch starts in (pinned) host memory and is copied every step, as in training
+
+
+@dataclass
+class Row:
+    setting: Setting
+    img_s: float | None = None
+    step_ms: float | None = None
+    tflops: float | None = None
+    peak_fraction: float | None = None
+    vs_baseline: float | None = None
+    first_step_s: float | None = None  # includes compilation when compile is on
+    peak_mem_gib: float | None = None
+    error: str | None = None
+
+
+def plan(batches: list[int], main_batch: int, compile_too: bool, quick: bool) -> list[Setting]:
+    """The grid, most informative first: every switch at the main batch size, then the other sizes.
+
+    The host-to-device row repeats eager bf16 + channels_last with the copy in the step: the
+    difference in ms/step is the copy's cost, the same whatever else the step does.
+    """
+    switches = [(amp, cl) for amp in ("off", "bf16") for cl in (False, True)]
+    grid = [Setting(main_batch, amp, cl, False) for amp, cl in switches]
+    if compile_too:  # --quick compiles one setting only: each costs minutes on a CPU
+        grid += [Setting(main_batch, amp, cl, True) for amp, cl in (switches[-1:] if quick else switches)]
+    grid += [Setting(b, amp, cl, False) for b in batches if b != main_batch for amp, cl in switches]
+    return grid + [Setting(main_batch, "bf16", True, False, h2d=True)]
+
+
+def measure(s: Setting, args: argparse.Namespace, device: torch.device, flops_train: int) -> Row:
+    """Build a fresh model and optimizer, warm up (compiling if asked), then time steps."""
+    torch._dynamo.reset()  # every compiled setting compiles from scratch, as a fresh run would
+    torch.manual_seed(0)
+    model = to_memory_format(build_model(ModelConfig(name=args.model), 1000).to(device), s.channels_last)
+    optimizer = optim.build_optimizer(OptimConfig(lr=0.01), model)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    run_model = torch.compile(model) if s.compile else model
+    normalize, autocast = Normalize(device, s.channels_last), autocast_for(device, s.amp)
+    gen = torch.Generator().manual_seed(0)
+    # NCHW uint8 stored channels-last, like the loader's collate; normalize() moves it when it is on the host
+    images = torch.randint(0, 256, (s.batch, args.image_size, args.image_size, 3), dtype=torch.uint8,
+                           generator=gen).permute(0, 3, 1, 2)
+    targets = torch.randint(0, 1000, (s.batch,), generator=gen).to(device)
+    if s.h2d:
+        images = images.pin_memory() if device.type == "cuda" else images
+    else:
+        images = images.to(device)
+
+    def one_step() -> None:
+        step.train_step(run_model, normalize(images), targets, optimizer, scaler, criterion, autocast)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    row = Row(s)
+    t0 = time.perf_counter()
+    one_step()
+    _sync(device)
+    row.first_step_s = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        one_step()
+    _sync(device)
+    steps, t0 = 0, time.perf_counter()
+    while steps == 0 or time.perf_counter() - t0 < args.min_time:
+        for _ in range(args.min_steps):  # chunks between syncs keep the launch queue full
+            one_step()
+        steps += args.min_steps
+        _sync(device)
+    elapsed = time.perf_counter() - t0
+    row.step_ms = 1000 * elapsed / steps
+    row.img_s = steps * s.batch / elapsed
+    row.tflops = row.img_s * flops_train / 1e12
+    row.peak_fraction = row.tflops / args.peak_tflops if args.peak_tflops else None
+    if device.type == "cuda":
+        row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    return row
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_for(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def table(rows: list[Row]) -> str:
+    head = (f"{'batch':>5} {'amp':>4} {'ch_last':>7} {'compile':>7} {'h2d':>3} {'img/s':>9} {'ms/step':>8} "
+            f"{'TFLOP/s':>8} {'%peak':>6} {'x base':>6} {'1st s':>6} {'GiB':>5}")
+    lines = [head]
+    for r in rows:
+        s = r.setting
+        cells = f"{s.batch:>5} {s.amp:>4} {str(s.channels_last):>7} {str(s.compile):>7} {'y' if s.h2d else '-':>3}"
+        if r.error:
+            lines.append(f"{cells} {r.error}")
+            continue
+        pct = f"{100 * r.peak_fraction:6.1f}" if r.peak_fraction is not None else f"{'-':>6}"
+        mem = f"{r.peak_mem_gib:5.1f}" if r.peak_mem_gib is not None else f"{'-':>5}"
+        ratio = f"{r.vs_baseline:6.2f}" if r.vs_baseline is not None else f"{'-':>6}"
+        lines.append(f"{cells} {r.img_s:9.1f} {r.step_ms:8.2f} {r.tflops:8.2f} {pct} {ratio} "
+                     f"{r.first_step_s:6.1f} {mem}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_step", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    p.add_argument("--model", default="alexnet", help="model.name: alexnet, alexnet_bn, torchvision:<name>")
+    p.add_argument("--batches", default="128,256,512", help="per-device batch sizes")
+    p.add_argument("--main-batch", type=int, default=256, help="the batch size every switch is compared at")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
+    p.add_argument("--quick", action="store_true", help="batch 2, two timed steps: a check that it runs")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps after the first")
+    p.add_argument("--min-steps", type=int, default=20, help="timed steps between clock reads")
+    p.add_argument("--min-time", type=float, default=1.5, help="seconds of timed steps per setting, at least")
+    p.add_argument("--budget-s", type=float, default=480, help="start no new setting after this many seconds")
+    p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak (default: by GPU name)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark=True "
+                   "(the trainer leaves it off)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.main_batch, args.warmup, args.min_steps, args.min_time = "2", 2, 1, 2, 0.0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.exit(2, "error: --device cuda but CUDA is not available here; use --device cpu --quick for a CPU check\n")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    name, peak = peak_for(device)
+    args.peak_tflops = args.peak_tflops or peak
+    flops_fwd = flops_per_image(build_model(ModelConfig(name=args.model), 1000), args.image_size)
+    flops_train = 3 * flops_fwd  # backward = 2x forward (input and weight gradients)
+
+    settings = plan([int(b) for b in args.batches.split(",")], args.main_batch, not args.no_compile, args.quick)
+    rows, start = [], time.perf_counter()
+    for s in settings:
+        if time.perf_counter() - start > args.budget_s:
+            rows.append(Row(s, error=f"skipped: --budget-s {args.budget_s:.0f} spent"))
+            continue
+        try:
+            rows.append(measure(s, args, device, flops_train))
+        except torch.OutOfMemoryError:
+            rows.append(Row(s, error="out of memory"))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"# {asdict(s)}: {rows[-1].img_s or rows[-1].error}", flush=True)
+
+    base = next((r for r in rows if r.img_s and r.setting == Setting(args.main_batch, "off", False, False)), None)
+    for r in rows:
+        r.vs_baseline = r.img_s / base.img_s if (r.img_s and base) else None
+    measured = [r for r in rows if r.img_s]
+    best = max(measured, key=lambda r: r.img_s) if measured else None
+    print(f"device: {name}; model {args.model}: {flops_fwd / 1e9:.3f} GFLOP/image forward, x3 per training "
+          f"image; bf16 peak {args.peak_tflops or '-'} TFLOP/s; cudnn.benchmark={args.cudnn_benchmark}")
+    print(table(rows))
+    print(json.dumps({
+        "device": name, "model": args.model, "torch": torch.__version__, "image_size": args.image_size,
+        "flops_per_image_forward": flops_fwd, "flops_per_image_train": flops_train,
+        "peak_bf16_tflops": args.peak_tflops, "cudnn_benchmark": args.cudnn_benchmark,
+        "baseline": asdict(base.setting) if base else None,
+        "best": {**asdict(best.setting), "img_s": best.img_s, "peak_fraction": best.peak_fraction} if best else None,
+        "rows": [{**asdict(r.setting), **{k: v for k, v in asdict(r).items() if k != "setting"}} for r in rows],
+        "wall_s": time.perf_counter() - start,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Input pipeline throughput: the torchvision ImageFolder baseline (PIL decode, RandomResizedCrop(224),
+flip, ToTensor, Normalize; eval: Resize(256), CenterCrop(224), ToTensor, Normalize) against this
+project's pipeline (shards -> uint8 batches; normalisation is left to the device), side by side in
+one run on the same photos, alternating rounds, best round of each.
+
+  python -m bench.input_pipeline --images DIR [--workers N] [--max-short-side 256] [--decode gpu]
+
+DIR holds class subfolders or flat `<wnid>_<name>.JPEG` files (/work/shared/imagenet-samples). Both
+sides read the same bytes: the shards data_prep writes, and the same samples written out as an
+ImageFolder tree. It runs on the photos as they are and, with --max-short-side, again on a copy
+data_prep re-encodes. Rates are per worker process in the steady state after the first batch (whose
+latency is reported apart): images per CPU-second of this process with --workers 0 (the default),
+images per second / N with N workers. Also measured: a worker's peak memory at two shuffle-buffer
+sizes, against the formula in trainer/config.py. The last line is one JSON object: baseline_img_s,
+ours_img_s and ratio (training) for the last variant run, ratio_vs_original_baseline (ours on that
+variant against the baseline on the photos as they are), and every figure above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from trainer import data
+from trainer.config import ConfigError, DataConfig
+from trainer.transforms import jpeg_size
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BASELINE = {
+    "train": T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]),
+    "eval": T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN, STD)]),
+}
+
+
+def stage(images: str, out: str) -> str:
+    """An ImageFolder tree of links to DIR's photos (flat files: the WNID before the first '_')."""
+    src = os.path.join(out, "src")
+    for name in sorted(os.listdir(images)):
+        path = os.path.join(os.path.abspath(images), name)
+        if os.path.isdir(path):
+            os.makedirs(src, exist_ok=True)
+            os.symlink(path, os.path.join(src, name))
+        elif name.lower().endswith((".jpeg", ".jpg")):
+            os.makedirs(os.path.join(src, name.split("_")[0]), exist_ok=True)
+            os.symlink(path, os.path.join(src, name.split("_")[0], name))
+    return src
+
+
+def prepare(src: str, out: str, max_short_side: int | None) -> tuple[str, str]:
+    """Shards via the data_prep CLI, and the very same samples as an ImageFolder tree for the baseline."""
+    shards = os.path.join(out, f"shards{max_short_side or ''}")
+    cmd = [sys.executable, "-m", "data_prep", "folder", "--train", src, "--out", shards, "--shard-size", "250",
+           "--no-progress"] + (["--max-short-side", str(max_short_side)] if max_short_side else [])
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    folder = os.path.join(out, f"folder{max_short_side or ''}")
+    for key, jpg, label in data._read(list(data.load_manifest(shards).train.urls)):
+        os.makedirs(os.path.join(folder, f"{label:04d}"), exist_ok=True)
+        with open(os.path.join(folder, f"{label:04d}", f"{key}.JPEG"), "wb") as f:
+            f.write(jpg)
+    return shards, folder
+
+
+def timed(batches) -> tuple[int, float, float, float]:
+    """Steady state: (images after the first batch, their wall seconds, CPU seconds of this process),
+    and the first batch's latency (worker start-up and, for ours, filling the shuffle buffer)."""
+    start = time.perf_counter()
+    it = iter(batches)
+    images, _ = next(it)
+    n, wall, cpu = 0, time.perf_counter(), time.process_time()
+    first = wall - start
+    for images, _ in it:
+        n += len(images)
+    if images.is_cuda:
+        torch.cuda.synchronize()  # data.decode=gpu: its kernels run asynchronously
+    return n, time.perf_counter() - wall, time.process_time() - cpu, first
+
+
+def baseline_batches(folder: str, kind: str, workers: int, batch: int) -> DataLoader:
+    return DataLoader(ImageFolder(folder, BASELINE[kind]), batch_size=batch, shuffle=kind == "train",
+                      num_workers=workers)
+
+
+def our_batches(shards: str, kind: str, cfg: DataConfig, batch: int, epoch: int):
+    split = data.load_manifest(shards).train
+    device = torch.device("cuda" if cfg.decode == "gpu" else "cpu")
+    if kind == "eval":
+        return data.eval_loader(split, cfg, device, local_batch=batch, rank=0, world_size=1)
+    return data.train_loader(split, cfg, device, seed=0, epoch=epoch, start_step=0,
+                             steps=split.num_samples // batch, local_batch=batch, rank=0, world_size=1)
+
+
+def per_worker(n: int, wall: float, cpu: float, workers: int) -> float:
+    return n / cpu if workers == 0 else n / wall / workers
+
+
+def compare(shards: str, folder: str, kind: str, cfg: DataConfig, args: argparse.Namespace) -> dict:
+    best = {"baseline": 0.0, "ours": 0.0}
+    first = {"baseline": [], "ours": []}
+    for r in range(args.rounds):  # alternate, so both sides see the same machine load
+        for side in ("baseline", "ours"):
+            batches = (baseline_batches(folder, kind, args.workers, args.batch) if side == "baseline"
+                       else our_batches(shards, kind, cfg, args.batch, epoch=r))
+            n, wall, cpu, latency = timed(batches)
+            best[side] = max(best[side], per_worker(n, wall, cpu, args.workers))
+            first[side].append(latency)
+    return {"baseline_img_s": round(best["baseline"], 1), "ours_img_s": round(best["ours"], 1),
+            "ratio": round(best["ours"] / best["baseline"], 2),
+            "first_batch_s": {side: round(min(v), 2) for side, v in first.items()}}
+
+
+class _MemoryProbe(data.TrainStream):
+    """A TrainStream that, after its batches, yields the worker's (RSS at start, peak RSS) in bytes."""
+
+    def __iter__(self):
+        start = _status_kb("VmRSS")
+        yield from super().__iter__()
+        yield "memory", torch.tensor([start * 1024, _status_kb("VmHWM") * 1024])
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def worker_memory(shards: str, cfg: DataConfig, batch: int) -> dict:
+    """One worker's RSS at start and at peak, with the formula's prediction of the difference."""
+    split = data.load_manifest(shards).train
+    mean_bytes = sum(os.path.getsize(u) for u in split.urls) / split.num_samples  # tar overhead included
+    stream = _MemoryProbe(split, cfg, seed=0, epoch=0, start_step=0, steps=split.num_samples // batch,
+                          local_batch=batch, rank=0, world_size=1)
+    # a fresh (spawned) worker: a forked one would count pages it shares with this process
+    loader = DataLoader(stream, batch_size=None, num_workers=1, multiprocessing_context="spawn")
+    start, peak = next(b for b in loader if isinstance(b[0], str))[1].tolist()
+    largest = max(h * w * 3 for h, w in (jpeg_size(jpg) for _, jpg, _ in data._read(list(split.urls))))
+    # a training reader cycles its shards, so the buffer always fills; ~20 MB: torch's and Python's working memory
+    predicted = cfg.shuffle_buffer * mean_bytes + batch * cfg.image_size ** 2 * 3 + largest + 20 * 2**20
+    return {"shuffle_buffer": cfg.shuffle_buffer, "worker_start_mb": round(start / 2**20),
+            "worker_peak_mb": round(peak / 2**20), "added_mb": round((peak - start) / 2**20),
+            "formula_mb": round(predicted / 2**20), "mean_sample_kb": round(mean_bytes / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="/work/shared/imagenet-samples", help="folder of photos")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for both sides (0: in-process)")
+    parser.add_argument("--max-short-side", type=int, default=None,
+                        help="also run on a copy re-encoded with this short side (data_prep --max-short-side)")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shuffle-buffer", type=int, default=1000)
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                        help="ours with data.decode=gpu (nvJPEG on cuda; rates then include this process's GPU work)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one core per worker process, on both sides
+    random.seed(0)
+    torch.manual_seed(0)
+    cfg = DataConfig(workers=args.workers, shuffle_buffer=args.shuffle_buffer, prefetch=2, decode=args.decode)
+    try:
+        data.check_decode(cfg, torch.device("cuda"))
+    except ConfigError as e:
+        parser.error(str(e))
+    result: dict = {"images": args.images, "workers": args.workers, "batch": args.batch, "rounds": args.rounds,
+                    "decode": args.decode}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = stage(args.images, tmp)
+        variants = [None] + ([args.max_short_side] if args.max_short_side else [])
+        for side in variants:
+            name = f"short_side_{side}" if side else "original"
+            shards, folder = prepare(src, tmp, side)
+            for kind in ("train", "eval"):
+                figures = compare(shards, folder, kind, replace(cfg, root=shards), args)
+                result[f"{name}_{kind}"] = figures
+                print(f"{name:>16} {kind:>5}: baseline {figures['baseline_img_s']:7.1f} img/s, "
+                      f"ours {figures['ours_img_s']:7.1f} img/s per worker, ratio {figures['ratio']:.2f}", flush=True)
+        last = result[f"{name}_train"]
+        result.update(last)
+        result["ratio_vs_original_baseline"] = round(last["ours_img_s"] / result["original_train"]["baseline_img_s"], 2)
+        result["memory"] = [worker_memory(shards, replace(cfg, root=shards, shuffle_buffer=b), args.batch)
+                            for b in (100, 2000)]
+        for m in result["memory"]:
+            print(f"worker memory, shuffle_buffer={m['shuffle_buffer']}: start {m['worker_start_mb']} MB, "
+                  f"peak {m['worker_peak_mb']} MB (+{m['added_mb']} MB; formula +{m['formula_mb']} MB)", flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Evaluate a checkpoint on the validation shards: loss, top-1 and top-5, every sample counted once.
+
+    python -m trainer.evaluate --checkpoint runs/alexnet/checkpoints/step-000450360.pt
+    torchrun --nproc_per_node=8 -m trainer.evaluate --checkpoint PATH data.root=/data/imagenet
+
+The run's own config (stored in the checkpoint) is used, with `key=value` overrides on top (e.g.
+data.root, device, data.workers), so the model runs as in training: same amp, memory format and
+torch.compile (model.compile=false saves the compile time; the last bits of the loss may then
+differ). Prints one JSON object on stdout from the main rank, with the metric names the training
+run logged (val/top1, val/top5, val/loss, val/count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer import config
+
+if TYPE_CHECKING:
+    from trainer.dist import DistInfo
+
+
+def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo) -> dict[str, Any]:
+    """The validation metrics of the weights in `state`, on this process group (any world size)."""
+    import torch
+
+    from trainer import data
+    from trainer.model import build_model, to_memory_format
+    from trainer.transforms import Normalize
+    from trainer.validate import autocast_for, validate
+
+    if cfg.amp == "fp16" and info.device.type != "cuda":
+        raise config.ConfigError("amp=fp16 needs CUDA; pass amp=bf16 or amp=off to evaluate on the CPU")
+    manifest = data.load_manifest(cfg.data.root)
+    if manifest.val is None:
+        raise data.DataError(f"{cfg.data.root}/_info.json has no validation split (splits.val) to evaluate on")
+    num_classes = cfg.model.num_classes or len(manifest.class_names)
+    model = build_model(cfg.model, num_classes)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # e.g. a dataset with another number of classes
+        raise config.ConfigError(
+            f"the checkpoint's weights do not fit model.name={cfg.model.name} with {num_classes} classes "
+            f"(model.num_classes or the classes of {cfg.data.root}): {e}"
+        ) from e
+    model = to_memory_format(model.to(info.device), cfg.model.channels_last)
+    # Run the model as training ran it (compiled or not, same autocast), so the numbers agree.
+    run_model = torch.compile(model) if cfg.model.compile else model
+    local_batch = max(1, cfg.train.batch_size // info.world_size)
+    metrics = validate(run_model, manifest.val, cfg.data, info, Normalize(info.device, cfg.model.channels_last),
+                       autocast_for(info.device, cfg.amp), local_batch)
+    return {**metrics, "step": state["step"], "world_size": info.world_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m trainer`")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/imagenet device=cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from trainer import checkpoint, dist  # after argument parsing: importing torch takes seconds
+    from trainer.data import DataError
+
+    try:
+        state = checkpoint.load(Path(args.checkpoint))
+        if not isinstance(state.get("config"), dict):
+            raise checkpoint.CheckpointError(f"checkpoint {args.checkpoint} holds no run config ('config')")
+        cfg = config.from_dict(state["config"], args.overrides)
+    except (checkpoint.CheckpointError, config.ConfigError) as e:
+        parser.exit(2, f"error: {e}\n")
+    info = dist.setup(cfg.device, cfg.run.timeout_minutes)
+    try:
+        result = evaluate_checkpoint(state, cfg, info)
+    except (DataError, config.ConfigError) as e:
+        logging.getLogger("trainer.evaluate").error("%s", e)
+        return 2
+    finally:
+        dist.teardown(info)
+    if info.is_main:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

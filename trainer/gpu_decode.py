@@ -1,0 +1,98 @@
+"""`data.decode: gpu`: DataLoader workers only read shards and draw each sample's `Plan`; the rank's own
+process decodes the batch with nvJPEG (torchvision.io.decode_jpeg on cuda) and crops, resizes and
+flips on the GPU. The plans come from the same per-sample RNG as on the CPU path, so both paths
+augment alike and resume alike. Without CUDA it stops with an error naming data.decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import simplejpeg
+import torch
+
+from trainer.config import ConfigError
+from trainer.transforms import Plan, render, shared_empty
+
+# A packed batch: (concatenated JPEG bytes, offsets [B+1], plans [B, 11] = Plan + (height, width), labels).
+# Few large tensors rather than B small ones: each tensor crosses from a worker as one shared-memory file.
+JpegBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def pack(samples: Iterable[tuple[bytes, Plan, int, int]], labels: list[int]) -> JpegBatch:
+    """Worker side: (jpeg bytes, plan, height, width) per sample -> one JpegBatch."""
+    blobs, rows = [], []
+    for data, plan, height, width in samples:
+        blobs.append(data)
+        rows.append((*plan, height, width))
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    data = shared_empty((int(offsets[-1]),))
+    view = data.numpy()
+    for blob, start, end in zip(blobs, offsets[:-1], offsets[1:]):
+        view[start:end] = np.frombuffer(blob, dtype=np.uint8)
+    return (data, torch.from_numpy(offsets), torch.tensor(rows, dtype=torch.int64),
+            torch.tensor(labels, dtype=torch.int64))
+
+
+def check_device(device: torch.device) -> None:
+    """Stop early, with the fix, where data.decode=gpu cannot work."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise ConfigError(
+            f"data.decode=gpu decodes JPEGs with nvJPEG on a CUDA device, but this run's device is {device}"
+            f"{'' if torch.cuda.is_available() else ' and no CUDA device is available'}: "
+            "set data.decode=cpu, or run on a machine with an NVIDIA GPU (device=cuda or device=auto)"
+        )
+
+
+class GpuDecoder:
+    """JpegBatch -> (uint8 NCHW batch on the device, stored channels-last; labels)."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        check_device(device)
+        self.size, self.device = size, device
+        tiny = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+        probe = pack([(tiny, Plan(0, 0, 8, 8, 8, 8, 0, 0, False), 8, 8)], [0])
+        try:  # a torchvision built without nvJPEG fails here rather than at the first batch
+            decode_batch(probe, 8, device)
+        except RuntimeError as e:
+            raise ConfigError(f"data.decode=gpu: torchvision cannot decode JPEGs on {device} ({e}); "
+                              "set data.decode=cpu or install a torchvision built with nvJPEG") from e
+
+    def __call__(self, batch: JpegBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return decode_batch(batch, self.size, self.device)
+
+
+def decode_batch(batch: JpegBatch, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode a JpegBatch on `device` in one decode_jpeg call and render each sample's plan there.
+
+    Per-image crops and resizes are small kernels (~6 per image); images of different sizes cannot
+    share one. The same function runs on the CPU, which is how the tests check it."""
+    from torchvision.io import ImageReadMode, decode_jpeg  # only this path needs torchvision.io
+
+    data, offsets, rows, labels = batch
+    bounds = offsets.tolist()
+    blobs = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    try:
+        images = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:
+        raise RuntimeError(f"decode_jpeg could not decode a sample of this batch on {device} ({e}); shards "
+                           "must hold JPEGs (data_prep converts other formats); data.decode=cpu reads others") from e
+    out = torch.empty((len(blobs), 3, size, size), dtype=torch.uint8, device=device,
+                      memory_format=torch.channels_last)
+    for i, (image, row) in enumerate(zip(images, rows.tolist())):
+        *fields, flip, height, width = row
+        out[i] = render(image.unsqueeze(0), Plan(*fields, bool(flip)), size, height, width)[0]
+    return out, labels
+
+
+class GpuBatches:
+    """A DataLoader of JpegBatches, iterated as device-ready uint8 batches. Decoding happens inside
+    `next()`, so its host-side time counts as data wait in the loop's perf/data_wait_fraction."""
+
+    def __init__(self, loader: Iterable[JpegBatch], decoder: GpuDecoder) -> None:
+        self.loader, self.decoder = loader, decoder
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            yield self.decoder(batch)

@@ -1,0 +1,123 @@
+"""What every rank checks after each step, agreed on by all ranks in one small collective.
+
+A stop signal (SIGTERM/SIGUSR1), a non-finite loss, and a time-based checkpoint being due are
+decided together, so every rank takes the same decision at the same step. The collective runs on
+CPU tensors (gloo), and on CUDA the loss is read without stalling the GPU queue.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer import dist
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1 (preemption, a time limit); acted on at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def ignore_stop_signals() -> None:
+    """Once a rank knows how it ends, a late SIGTERM (torchrun stopping the rest of the group when one
+    rank has exited) must not turn its exit status into "killed by SIGTERM". SIG_IGN, unlike a Python
+    handler, survives interpreter shutdown, which is where such a signal usually lands."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+class LossWatch:
+    """Counts non-finite losses, and how many in a row, on the device; the host reads them without
+    stalling the GPU.
+
+    On the CPU the counts are exact at every step. On CUDA a `.item()` per step would be a sync point
+    that drains the queue of launched kernels, so the counts are copied to pinned memory and read once
+    the GPU has produced them (a step or two late); `exact()` waits, before a checkpoint is written.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.counts = torch.zeros(2, dtype=torch.int64, device=device)  # [non-finite so far, in a row]
+        self.seen, self.streak = 0, 0  # as last read by the host
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.host = torch.zeros(2, dtype=torch.int64).pin_memory()
+            self.event = torch.cuda.Event()
+            self.in_flight = False
+
+    def add(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).any().long()
+        self.counts[1] = (self.counts[1] + 1) * bad
+        self.counts[0] += bad
+
+    def new(self) -> tuple[int, int]:
+        """(non-finite losses since the last report, the current run of them) as far as the host can see."""
+        if not self.cuda:
+            return self._report(self.counts.tolist())
+        read = None
+        if self.in_flight and self.event.query():
+            read, self.in_flight = self.host.tolist(), False
+        if not self.in_flight:
+            self.host.copy_(self.counts, non_blocking=True)
+            self.event.record()
+            self.in_flight = True
+        return self._report(read) if read else (0, self.streak)
+
+    def exact(self) -> tuple[int, int]:
+        """Like `new`, counting every loss added so far (waits for the device on CUDA)."""
+        self.in_flight = False  # a copy still on its way is superseded by this read
+        return self._report(self.counts.tolist())
+
+    def _report(self, counts: list[int]) -> tuple[int, int]:
+        total, self.streak = counts
+        fresh, self.seen = max(0, total - self.seen), max(total, self.seen)
+        return fresh, self.streak
+
+
+@dataclass(frozen=True)
+class Verdict:
+    stop: bool  # some rank got SIGTERM/SIGUSR1: save and exit
+    nonfinite: int  # non-finite losses since the previous verdict (on the rank with most)
+    streak: int  # non-finite losses in a row, up to this step (on the rank with most)
+    save_due: bool  # checkpoint.every_minutes has passed on some rank since the last save
+
+
+class StepGuard:
+    """`check()` after every step: one all-reduce of four integers over gloo (a CPU sync point between
+    ranks, which DDP keeps in lock-step anyway; it never waits on the GPU queue)."""
+
+    def __init__(self, info: dist.DistInfo, every_minutes: float) -> None:
+        self.info, self.every_s = info, every_minutes * 60
+        self.stop = StopFlag()
+        self.watch = LossWatch(info.device)
+        self.last_save = time.monotonic()
+
+    def check(self, loss: torch.Tensor, will_save: bool) -> Verdict:
+        """The verdict all ranks agree on for the step that produced `loss`; `will_save`: a save follows."""
+        self.watch.add(loss)
+        due = self.every_s > 0 and time.monotonic() - self.last_save >= self.every_s
+        exact = will_save or not self.watch.cuda
+        bad, streak = self.watch.exact() if exact else self.watch.new()
+        stop, bad, streak, due = dist.agree_max([int(self.stop.requested), bad, streak, int(due)], self.info)
+        if (stop or due) and not exact:  # a checkpoint follows: never write one after an unseen NaN
+            more, streak = dist.agree_max(list(self.watch.exact()), self.info)
+            bad += more
+        return Verdict(stop=stop > 0, nonfinite=bad, streak=streak, save_due=due > 0)
+
+    def stop_requested(self) -> bool:
+        """Whether any rank got a stop signal (a collective: call it on every rank at the same point)."""
+        return dist.agree_max([int(self.stop.requested)], self.info)[0] > 0
+
+    def saved(self) -> None:
+        """Restart the checkpoint.every_minutes clock (every rank saves, or waits for the save, together)."""
+        self.last_save = time.monotonic()

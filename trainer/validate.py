@@ -1,0 +1,39 @@
+"""Validation over a split: every sample counted once across ranks, summed with one all-reduce.
+
+Shared by the training loop (after each epoch) and `python -m trainer.evaluate`, so that both
+report the same numbers for the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from trainer import data, dist, step
+from trainer.config import DataConfig
+from trainer.transforms import Normalize
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, amp: str) -> Callable[[], AbstractContextManager]:
+    """A factory of autocast contexts for `amp` ("off" | "bf16" | "fp16") on `device`."""
+    dtype = AMP_DTYPES.get(amp)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+
+
+def validate(model: torch.nn.Module, split: data.Split, cfg: DataConfig, info: dist.DistInfo,
+             normalize: Normalize, autocast: Callable[[], AbstractContextManager],
+             local_batch: int) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the whole split (this rank evaluates its share); on every rank."""
+    loader = data.eval_loader(split, cfg, info.device, local_batch=local_batch,
+                              rank=info.rank, world_size=info.world_size)
+    module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
+    totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast), info)
+    loss_sum, top1, top5, count = totals.tolist()
+    if count == 0:
+        raise data.DataError("the validation split has no samples: nothing to evaluate")
+    return {"val/loss": loss_sum / count, "val/top1": top1 / count, "val/top5": top5 / count,
+            "val/count": int(count)}
