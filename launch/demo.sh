@@ -17,11 +17,14 @@ else
 fi
 
 rm -rf "$RUN"
+export WANDB_SILENT=true  # the demo prints where the offline run is itself
 train=("$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m trainer
        --config configs/smoke_cpu.yaml "data.root=$DATA/shards" "run.dir=$RUN")
 
 echo "== 2. training; interrupted with SIGTERM once the first epoch's checkpoint exists"
-"${train[@]}" &
+mkdir -p "$RUN"
+# torchrun prints a traceback when it is signalled itself; keep that in a file, not on the screen.
+"${train[@]}" 2> "$RUN/interrupted_run.log" &
 pid=$!
 until compgen -G "$RUN/checkpoints/step-*.pt" >/dev/null; do
   kill -0 "$pid" 2>/dev/null || { echo "training ended before its first checkpoint" >&2; exit 1; }
@@ -29,16 +32,19 @@ until compgen -G "$RUN/checkpoints/step-*.pt" >/dev/null; do
 done
 kill -TERM "$pid"
 status=0; wait "$pid" || status=$?
-echo "== training stopped (exit status $status); its checkpoint: $(ls "$RUN/checkpoints")"
+echo "== torchrun exited with status $status after the ranks saved and stopped (each rank: 75, preempted)"
+echo "   checkpoints now: $(ls "$RUN/checkpoints" | tr '\n' ' ')  (its log: $RUN/interrupted_run.log)"
 
 echo "== 3. the same command again: resumes from the newest checkpoint and finishes"
 "${train[@]}"
 
+"$PY" -m trainer.plot "$RUN" >/dev/null
 echo
 echo "== done"
 echo "checkpoints:  $RUN/checkpoints/ ($(ls "$RUN/checkpoints" | tr '\n' ' '))"
 echo "metrics:      $RUN/metrics.jsonl"
 echo "config:       $RUN/config.yaml"
+echo "curves:       $RUN/curves.png"
 echo "W&B (offline): $(ls -d "$RUN"/wandb/offline-run-* | tr '\n' ' ')"
 echo "               upload with: .venv/bin/wandb sync $RUN/wandb/offline-run-*"
 "$PY" - "$RUN/metrics.jsonl" <<'PYEOF'

@@ -32,6 +32,17 @@ class AlexNet(nn.Sequential):
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes),
         )
+        init_xavier(self)
+
+
+def init_xavier(model: nn.Module) -> None:
+    """The seed's initialisation (d2l's init_cnn): Xavier-uniform weights, zero biases. PyTorch's
+    default init leaves this 8-layer ReLU net without normalisation stuck at chance for many steps."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
