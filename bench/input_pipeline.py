@@ -5,7 +5,7 @@ one run on the same photos, alternating rounds, best round of each.
 
   python -m bench.input_pipeline --images DIR [--workers N] [--max-short-side 256] [--decode gpu]
 
-DIR holds class subfolders or flat `<wnid>_<name>.JPEG` files (/work/shared/imagenet-samples). Both
+DIR holds class subfolders or flat `<wnid>_<name>.JPEG` files (../shared/imagenet-samples beside the checkout). Both
 sides read the same bytes: the shards data_prep writes, and the same samples written out as an
 ImageFolder tree. It runs on the photos as they are and, with --max-short-side, again on a copy
 data_prep re-encodes. Rates are per worker process in the steady state after the first batch (whose
@@ -33,6 +33,7 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from bench.samples import SAMPLES
 from trainer import data
 from trainer.config import ConfigError, DataConfig
 from trainer.transforms import jpeg_size
@@ -153,7 +154,7 @@ def worker_memory(shards: str, cfg: DataConfig, batch: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default="/work/shared/imagenet-samples", help="folder of photos")
+    parser.add_argument("--images", default=SAMPLES, help="folder of photos")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for both sides (0: in-process)")
     parser.add_argument("--max-short-side", type=int, default=None,
                         help="also run on a copy re-encoded with this short side (data_prep --max-short-side)")

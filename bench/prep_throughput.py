@@ -4,7 +4,7 @@ images/s (wall), images per CPU-second (per worker), and the cores the workers r
 
   python -m bench.prep_throughput [--images DIR] [--workers N] [--max-short-side N]
 
-DIR defaults to /work/shared/imagenet-samples (1,000 real ImageNet JPEGs, `<wnid>_<name>.JPEG`)
+DIR defaults to ../shared/imagenet-samples beside the checkout (1,000 real ImageNet JPEGs, `<wnid>_<name>.JPEG`)
 when present; otherwise ImageNet-sized images are generated.
 """
 
@@ -27,7 +27,8 @@ from data_prep.records import Record, is_image_name, read_bytes
 from data_prep.synthetic import encode, make_image
 from data_prep.writer import TAR_MTIME, TAR_USER
 
-SAMPLES = "/work/shared/imagenet-samples"
+from bench.samples import SAMPLES
+
 
 
 def real_records(folder: str) -> list[Record]:
