@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from trainer.model import build_model, to_memory_format
 from trainer.resume import Position, data_plan, resume_position
 from trainer.seeding import derive_seed
 from trainer.transforms import Normalize
-from trainer.validate import validate
+from trainer.validate import autocast_for, validate
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +104,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
 
     train_model = dist.wrap(torch.compile(model) if cfg.model.compile else model, info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    autocast = (lambda: torch.autocast(info.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    autocast = autocast_for(info.device, cfg.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
     def save(val: dict[str, float] | None = None) -> None:
