@@ -8,6 +8,7 @@ run.timeout_minutes; small agreements between ranks (`agree_max`) travel on CPU 
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import logging
 import os
@@ -170,4 +171,7 @@ def barrier(info: DistInfo) -> None:
 
 def teardown(info: DistInfo) -> None:
     if info.world_size > 1 and torch_dist.is_initialized():
+        # DDP's reducer sits in reference cycles that hold the group; collected only at interpreter
+        # shutdown, gloo's threads could then abort the process (seen once: SIGABRT after exit 3).
+        gc.collect()
         torch_dist.destroy_process_group()
