@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,13 +40,36 @@ def torchrun(shards: Path, run_dir: Path, *overrides: str, nproc: int = 2,
 
 
 class Run:
-    """One launched command (its own process group), with its combined output in `log`."""
+    """One launched command (its own process group), with its combined output in `log`.
 
-    def __init__(self, cmd: list[str], log: Path, **env: str) -> None:
+    Every process it starts (torchrun, ranks, DataLoader workers) is recorded while it runs, so that a
+    test can check that all of them are gone (`all_gone`), also those that lost their parent."""
+
+    def __init__(self, cmd: list[str], log: Path, preexec_fn=None, **env: str) -> None:
         self.log = log
         self.out = open(log, "w")
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**ENV, **env}, stdout=self.out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec_fn)
+        self.seen: set[int] = set()
+        threading.Thread(target=self._record, daemon=True).start()
+
+    def _record(self) -> None:
+        while self.proc.poll() is None:
+            self.seen |= descendants(self.proc.pid)
+            time.sleep(0.05)
+
+    def all_gone(self, timeout: float) -> list[int]:
+        """Wait up to `timeout` s for every process this run started to end; those still running."""
+        deadline = time.monotonic() + timeout
+        while (alive := [p for p in sorted(self.seen) if _state(p) != "Z"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in alive:  # a failing test leaves nothing behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return alive
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -101,6 +125,25 @@ class Run:
                 if var.startswith(b"RANK="):
                     pids[int(var[5:])] = int(entry.name)
         return pids
+
+
+def descendants(pid: int) -> set[int]:
+    """The PIDs of every process below `pid` (children, their children, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def _state(pid: int) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from trainer import config
+from trainer import config, lifecycle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,15 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         parser.exit(2, f"config error: {e}\n")
 
-    from trainer import loop  # after the config is known good: importing torch takes seconds
-    from trainer.data import DataError
-
     try:
+        from trainer import loop  # after the config is known good: importing torch takes seconds
+
         return loop.run(cfg)
-    except (DataError, config.ConfigError) as e:
-        logging.getLogger("trainer").error("%s", e)
-        return 2
+    except BaseException as e:  # noqa: BLE001 - e.g. joining the process group; the loop handles the rest
+        return lifecycle.status_of(e, int(os.environ.get("RANK", "0")))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    lifecycle.exit(main())

@@ -1,8 +1,12 @@
 """Durable checkpoints: atomic saves, the last k kept plus the best, and the newest *valid* one on resume.
 
 A save writes a temporary file, fsyncs it, renames it into place and fsyncs the directory, so a crash
-leaves either the old set or the new one. Loading first checks every record's CRC (a flipped bit would
-otherwise load as silently wrong weights), then uses weights_only=True: pickled code is refused, never run.
+leaves either the old set or the new one. "Newest" means last written (file modification time), not the
+highest step: a run restarted with checkpoint.resume=false, or one whose step counter moved back under a
+new data plan, writes lower step numbers than files already there. Rotation only removes files written
+before the one just saved. Loading first checks every record's CRC (a flipped bit would otherwise load as
+silently wrong weights), then uses weights_only=True: pickled code is refused, never run. A damaged file
+is renamed to *.damaged (kept, but out of rotation and resume).
 """
 
 from __future__ import annotations
@@ -28,25 +32,38 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); the ones already on disk are intact."""
+
+
 def path_for(directory: Path, step: int) -> Path:
     return directory / f"step-{step:09d}.pt"
 
 
 def save(state: dict[str, Any], directory: Path, step: int, keep_last: int) -> Path:
-    """Write `state` as the checkpoint for `step`, then drop all but the newest `keep_last`."""
+    """Write `state` as the checkpoint for `step`, then drop all but the `keep_last` last written."""
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.tmp"):  # left by a process killed mid-save
         stale.unlink(missing_ok=True)
     final = path_for(directory, step)
     tmp = final.with_suffix(".pt.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(directory)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        kept = list_checkpoints(directory)
+        raise CheckpointWriteError(
+            f"could not write checkpoint {final} ({_first_line(e)}); nothing was saved over the existing ones"
+            f"{f', the newest of which is {kept[-1]}' if kept else ''}. Free space or fix permissions on "
+            f"{directory}, then run the same command to resume from it.") from e
     for old in list_checkpoints(directory)[:-keep_last]:
-        old.unlink(missing_ok=True)
+        if old != final:  # never the file just written, whatever the clocks say
+            old.unlink(missing_ok=True)
     return final
 
 
@@ -66,10 +83,17 @@ def mark_best(path: Path) -> Path:
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Step checkpoint files in step order, oldest first (best.pt is not among them)."""
+    """Step checkpoint files in the order they were written, oldest first (best.pt is not among them)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+    found = []
+    for p in directory.iterdir():
+        if match := _NAME.match(p.name):
+            try:
+                found.append((p.stat().st_mtime_ns, int(match[1]), p))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return [p for _, _, p in sorted(found)]
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -97,13 +121,46 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads, skipping (and reporting) damaged ones; None when there is none."""
-    for path in reversed(list_checkpoints(directory)):
+    """The last written checkpoint that loads; None in a directory without checkpoints.
+
+    A damaged one is reported and renamed to *.damaged, and the one written before it is tried. When no
+    step checkpoint loads, best.pt is the last resort; when nothing loads, a CheckpointError: starting
+    over from step 0 is for the user to decide (an empty run.dir, or checkpoint.resume=false)."""
+    candidates = list_checkpoints(directory)
+    for path in reversed(candidates):
         try:
             return path, load(path)
         except CheckpointError as e:
             log.warning("skipping damaged checkpoint, falling back to the one before it: %s", e)
+            _quarantine(path)
+    best = directory / BEST
+    if best.exists():
+        try:
+            state = load(best)
+            log.warning("no step checkpoint in %s loads; resuming from %s (step %d), the best one", directory,
+                        best, state["step"])
+            return best, state
+        except CheckpointError as e:
+            log.warning("%s", e)
+    damaged = sorted(directory.glob("*.damaged")) if directory.is_dir() else []
+    if candidates or damaged or best.exists():
+        raise CheckpointError(
+            f"no checkpoint in {directory} can be loaded ({len(damaged)} damaged: "
+            f"{', '.join(p.name for p in damaged[:5])}{' ...' if len(damaged) > 5 else ''}); refusing to start "
+            "over from step 0 silently. Restore a checkpoint there, or start a new run with another run.dir "
+            "or checkpoint.resume=false.")
     return None
+
+
+def _quarantine(path: Path) -> None:
+    try:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+    except OSError as e:  # e.g. a read-only copy of a run: then it simply stays in the list
+        log.warning("could not rename damaged checkpoint %s: %s", path, e)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _fsync_dir(directory: Path) -> None:

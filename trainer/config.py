@@ -42,6 +42,10 @@ class DataConfig:
     # keeps at least this many decoded pixels per output pixel in both dimensions. 2: within ~0.1/255 of a
     # full decode on average; 1: fastest, slightly sharper crops; 0: always decode at full size
     reduced_decode_margin: float = 2.0
+    # training samples per rank that may fail to decode before the run stops with an error. Each one is
+    # logged with its shard and key and left out of the loss (its label becomes -100, the loss's
+    # ignore_index), so batches keep their size and ranks their step counts
+    max_bad_samples: int = 10
 
     def __post_init__(self) -> None:
         if self.eval_resize < self.image_size:
@@ -58,6 +62,12 @@ class ModelConfig:
     dropout: float = 0.5
     channels_last: bool = False
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in ("alexnet", "alexnet_bn") and not (
+                self.name.startswith("torchvision:") and len(self.name) > len("torchvision:")):
+            raise ConfigError(f"model.name={self.name!r} is unknown: use alexnet, alexnet_bn or "
+                              "torchvision:<name> (e.g. torchvision:resnet50)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,11 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
 
+    def __post_init__(self) -> None:
+        if self.model.compile and self.ddp.bucket_cap_mb < 1:
+            # DDPOptimizer splits the compiled graph at bucket boundaries and fails on sub-MB buckets
+            raise ConfigError(f"ddp.bucket_cap_mb={self.ddp.bucket_cap_mb} must be >= 1 with model.compile=true")
+
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML recipe (the ImageNet recipe when None) and apply dotted `key=value` overrides."""
@@ -154,7 +169,10 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as f:
-        tree = yaml.safe_load(f) or {}
+        try:
+            tree = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
     _apply_overrides(tree, overrides)
@@ -182,7 +200,11 @@ def _apply_overrides(tree: dict, overrides: list[str]) -> None:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else "")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e}); quote it") from e
+        _set_dotted(tree, key.strip(), value)
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -255,15 +277,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 _NON_NEGATIVE = {
-    "wandb.image_grid",
-    "data.workers", "data.shuffle_buffer", "train.max_steps", "train.label_smoothing", "train.grad_clip",
+    "wandb.image_grid", "data.max_bad_samples",
+    "data.workers", "train.max_steps", "train.label_smoothing", "train.grad_clip",
     "checkpoint.every_steps", "checkpoint.every_minutes", "schedule.warmup_epochs", "optim.weight_decay",
     "optim.momentum",
     "model.num_classes", "model.dropout", "schedule.min_lr",
 }
 _POSITIVE = {
     "wandb.init_timeout_s", "wandb.finish_timeout_s",
-    "data.image_size", "data.eval_resize", "data.prefetch", "train.epochs", "train.batch_size",
+    "data.image_size", "data.eval_resize", "data.prefetch", "data.shuffle_buffer", "train.epochs", "train.batch_size",
     "train.log_every", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs", "run.timeout_minutes",
     "ddp.bucket_cap_mb", "run.max_nonfinite_steps",
 }
@@ -276,6 +298,8 @@ def _check_ranges(cfg: Any, prefix: str) -> None:
             raise ConfigError(f"{key} must be > 0, got {value!r}")
         if key in _NON_NEGATIVE and not value >= 0:
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
+        if key == "run.dir" and not value.strip():
+            raise ConfigError("run.dir is empty: name the folder for this run's checkpoints and logs, e.g. runs/alexnet")
         if key == "checkpoint.keep_last" and value < 2:
             raise ConfigError(f"{key} must be >= 2 (got {value}): when the newest checkpoint is damaged, "
                               "resuming falls back to the one before it")

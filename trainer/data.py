@@ -14,8 +14,10 @@ import json
 import os
 import random
 import signal
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import webdataset as wds
@@ -23,8 +25,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trainer import gpu_decode, storage
 from trainer.config import DataConfig
+from trainer.lifecycle import die_with_parent
 from trainer.seeding import derive_seed
 from trainer.transforms import EvalPreset, TrainPreset, collate
+
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # the label of a sample that could not be decoded: CrossEntropyLoss's ignore_index
 
 
 class DataError(RuntimeError):
@@ -41,6 +49,13 @@ class Split:
         return sum(self.lengths)
 
 
+class Sample(NamedTuple):
+    key: str
+    data: bytes | None  # None: the sample has no `jpg` entry
+    label: int
+    shard: str
+
+
 @dataclass(frozen=True)
 class Manifest:
     train: Split
@@ -49,7 +64,11 @@ class Manifest:
 
 
 def load_manifest(root: str) -> Manifest:
-    """Read `<root>/_info.json` (timm's schema plus our class list)."""
+    """Read `<root>/_info.json` (timm's schema plus our class list).
+
+    The manifest is data, not code (it may come with a dataset someone else prepared): file names must
+    be plain relative names and lengths non-negative integers, or a DataError names the entry.
+    """
     path = storage.join(root, "_info.json")
     if storage.is_local(root) and not os.path.isfile(path):
         raise DataError(
@@ -66,19 +85,45 @@ def load_manifest(root: str) -> Manifest:
     except (OSError, ValueError, ImportError) as e:  # failed command, no object, no handler or backend
         raise DataError(f"cannot read the dataset manifest {path} (data.root={root!r} is "
                         f"{storage.describe(root)}): {e}") from e
-
-    def split(name: str) -> Split | None:
-        s = info["splits"].get(name)
-        if not s:
-            return None
-        return Split(tuple(storage.join(root, n) for n in s["filenames"]), tuple(int(n) for n in s["shard_lengths"]))
-
-    train = split("train")
+    try:
+        train = _manifest_split(info, "train", root, path)
+        val = _manifest_split(info, "val", root, path)
+        classes = sorted(info.get("classes") or [], key=lambda c: int(c["index"]))
+        names = tuple(str(c.get("name") or c["wnid"]) for c in classes)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # not the schema: a field missing or mistyped
+        raise DataError(f"{path} is not a dataset manifest in the expected schema ({type(e).__name__}: {e}); "
+                        f"{_verify_hint(root)}") from e
     if train is None or train.num_samples == 0:
         raise DataError(f"{path} has no training samples (splits.train is missing or empty)")
-    classes = info.get("classes") or []
-    names = tuple(c.get("name") or c["wnid"] for c in sorted(classes, key=lambda c: c["index"]))
-    return Manifest(train, split("val"), names)
+    return Manifest(train, val, names)
+
+
+def _verify_hint(root: str) -> str:
+    where = root if storage.is_local(root) else "<a local copy of the dataset>"
+    return f"check the dataset with `python -m data_prep verify {where}`, or prepare it again with `python -m data_prep`"
+
+
+def _manifest_split(info: dict, name: str, root: str, path: str) -> Split | None:
+    """One split of the manifest, every file name and length checked before it is used."""
+    s = info["splits"].get(name)
+    if not s:
+        return None
+    filenames, lengths = s["filenames"], s["shard_lengths"]
+    if not isinstance(filenames, list) or not isinstance(lengths, list) or len(filenames) != len(lengths):
+        raise DataError(f"{path}: splits.{name}.filenames and splits.{name}.shard_lengths must be lists of the "
+                        f"same length; {_verify_hint(root)}")
+    for i, (filename, length) in enumerate(zip(filenames, lengths)):
+        if not storage.is_safe_name(filename):
+            # Never opened and never handed to a data.root command: a manifest must not reach a shell
+            # (`$(...)`, `;`) or a file outside the dataset (an absolute path, "..").
+            raise DataError(
+                f"{path}: splits.{name}.filenames[{i}] = {filename!r} is not a plain relative file name "
+                "(letters, digits and '._-/' only; no absolute path, no '..', no leading '-' or '.'), so it "
+                f"is not opened; {_verify_hint(root)}")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise DataError(f"{path}: splits.{name}.shard_lengths[{i}] = {length!r} is not a sample count "
+                            f"(an integer >= 0); {_verify_hint(root)}")
+    return Split(tuple(storage.join(root, n) for n in filenames), tuple(lengths))
 
 
 def steps_per_epoch(split: Split, global_batch: int) -> int:
@@ -97,10 +142,40 @@ def _assign(n_shards: int, slot: int, n_slots: int, order: list[int]) -> tuple[l
     return order, n_slots  # tiny datasets: every slot reads all shards, keeps every n_slots-th sample
 
 
-def _read(urls: list[str]) -> Iterator[tuple[str, bytes, int]]:
-    samples = wds.tarfile_to_samples(handler=wds.reraise_exception)(iter([{"url": u} for u in urls]))
-    for s in samples:
-        yield s["__key__"], s["jpg"], int(s["cls"])
+def _read(split: Split, shards: list[int], num_classes: int | None) -> Iterator[Sample]:
+    """The samples of `shards` in order, every one checked: a readable shard, a JPEG, a label in range,
+    and as many samples as the manifest says (more would be silently dropped, fewer repeated)."""
+    for i in shards:
+        url, count = split.urls[i], 0
+        try:
+            for s in wds.tarfile_to_samples(handler=wds.reraise_exception)(iter([{"url": url}])):
+                count += 1
+                yield Sample(s["__key__"], s.get("jpg"), _label(s, url, num_classes), url)
+        except DataError:
+            raise
+        except Exception as e:  # missing file, failed pipe: command, damaged tar
+            raise DataError(f"cannot read shard {url} ({type(e).__name__}: {_one_line(e)}); check that it exists "
+                            "and run `python -m data_prep verify` on data.root") from e
+        if count != split.lengths[i]:
+            raise DataError(f"shard {url} holds {count} samples but _info.json says {split.lengths[i]}; the "
+                            "manifest does not describe these shards: run `python -m data_prep verify` on data.root")
+
+
+def _label(sample: dict, url: str, num_classes: int | None) -> int:
+    key = sample.get("__key__")
+    try:
+        label = int(sample["cls"])
+    except (KeyError, ValueError) as e:
+        raise DataError(f"sample {key} of shard {url} has no class index ('cls': {sample.get('cls')!r})") from e
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        raise DataError(f"sample {key} of shard {url} has class index {label}, outside 0..{(num_classes or 1) - 1} "
+                        "(the manifest's classes, or model.num_classes when set); the shards and the manifest or "
+                        "the config disagree: run `python -m data_prep verify` on data.root")
+    return label
+
+
+def _one_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def _shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:
@@ -125,23 +200,22 @@ def _worker() -> tuple[int, int]:
 class TrainStream(IterableDataset):
     """One epoch of training batches for one rank, from `start_step` to `steps`."""
 
-    def __init__(self, split: Split, cfg: DataConfig, *, seed: int, epoch: int, start_step: int,
-                 steps: int, local_batch: int, rank: int, world_size: int) -> None:
+    def __init__(self, split: Split, cfg: DataConfig, *, seed: int, epoch: int, start_step: int, steps: int,
+                 local_batch: int, rank: int, world_size: int, num_classes: int | None = None) -> None:
         self.split, self.cfg, self.seed, self.epoch = split, cfg, seed, epoch
         self.start_step, self.steps, self.batch = start_step, steps, local_batch
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.num_classes = rank, world_size, num_classes
         self.preset = TrainPreset(cfg.image_size, cfg.reduced_decode_margin)
 
-    def _raw(self, slot: int, n_slots: int) -> Iterator[tuple[str, bytes, int, int]]:
+    def _raw(self, slot: int, n_slots: int) -> Iterator[tuple[Sample, int]]:
         order = list(range(len(self.split.urls)))
         random.Random(derive_seed(self.seed, "shards", self.epoch)).shuffle(order)
         shards, stride = _assign(len(order), slot, n_slots, order)
         for cycle in itertools.count():  # a reader that runs out starts over, reshuffled
             random.Random(derive_seed(self.seed, "cycle", self.epoch, slot, cycle)).shuffle(shards)
-            urls = [self.split.urls[i] for i in shards]
-            for i, (key, data, label) in enumerate(_read(urls)):
+            for i, sample in enumerate(_read(self.split, shards, self.num_classes)):
                 if i % stride == slot % stride:
-                    yield key, data, label, cycle
+                    yield sample, cycle
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         w, n_workers = _worker()
@@ -155,41 +229,85 @@ class TrainStream(IterableDataset):
             pass
         for _ in range(todo):
             items = list(itertools.islice(stream, self.batch))
-            samples = ((data, random.Random(derive_seed(self.seed, "aug", self.epoch, key, cycle)))
-                       for key, data, _, cycle in items)
-            yield _batch(self.preset, samples, [label for _, _, label, _ in items], self.cfg.decode)
+            rngs = [random.Random(derive_seed(self.seed, "aug", self.epoch, s.key, cycle)) for s, cycle in items]
+            yield _batch(self.preset, [s for s, _ in items], rngs, self.cfg.decode)
 
 
 class EvalStream(IterableDataset):
     """Every validation sample exactly once across ranks and workers, in batches of `local_batch`."""
 
-    def __init__(self, split: Split, cfg: DataConfig, *, local_batch: int, rank: int, world_size: int) -> None:
+    def __init__(self, split: Split, cfg: DataConfig, *, local_batch: int, rank: int, world_size: int,
+                 num_classes: int | None = None) -> None:
         self.split, self.batch, self.rank, self.world_size = split, local_batch, rank, world_size
         self.preset, self.decode = EvalPreset(cfg.image_size, cfg.eval_resize, cfg.reduced_decode_margin), cfg.decode
+        self.num_classes = num_classes
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         w, n_workers = _worker()
         slot, n_slots = self.rank * n_workers + w, self.world_size * n_workers
         shards, stride = _assign(len(self.split.urls), slot, n_slots, list(range(len(self.split.urls))))
-        mine = (s for i, s in enumerate(_read([self.split.urls[i] for i in shards])) if i % stride == slot % stride)
+        read = _read(self.split, shards, self.num_classes)
+        mine = (s for i, s in enumerate(read) if i % stride == slot % stride)
         while items := list(itertools.islice(mine, self.batch)):
-            yield _batch(self.preset, ((data, None) for _, data, _ in items), [label for _, _, label in items],
-                         self.decode)
+            yield _batch(self.preset, items, [None] * len(items), self.decode)
 
 
-def _batch(preset: TrainPreset | EvalPreset, samples: Iterator[tuple[bytes, random.Random | None]],
-           labels: list[int], decode: str) -> tuple[torch.Tensor, ...]:
-    """A uint8 image batch (decoded here), or for data.decode=gpu the JPEG bytes and plans to decode there."""
+def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: list[random.Random | None],
+           decode: str) -> tuple[torch.Tensor, ...]:
+    """A uint8 image batch (decoded here), or for data.decode=gpu the JPEG bytes and plans to decode there.
+
+    A sample that cannot be decoded is logged (shard and key) and left out of the loss and the accuracy:
+    its label becomes IGNORE and its slot holds a copy of another image of the batch. The batch keeps its
+    size, so every rank still takes the same number of steps; the loop counts these (`count_skipped`).
+    """
+    labels = [s.label for s in items]
+
+    def attempt(i: int, work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except Exception as e:  # noqa: BLE001 - whatever the bytes are, one sample must not end the run
+            log.warning("skipping sample %s of shard %s: it cannot be decoded (%s: %s)", items[i].key,
+                        items[i].shard, type(e).__name__, _one_line(e))
+            labels[i] = IGNORE
+            return None
+
     if decode == "gpu":
-        return gpu_decode.pack(((data, *preset.plan(data, rng)) for data, rng in samples), labels)
-    return collate((preset(data, rng) for data, rng in samples), labels)
+        plans = [attempt(i, lambda s=s, r=r: (s.data, *preset.plan(s.data, r)))
+                 for i, (s, r) in enumerate(zip(items, rngs))]
+        good = next((p for p in plans if p is not None), None)
+        if good is None:
+            raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
+        return gpu_decode.pack((p or good for p in plans), labels)
+    images = collate((attempt(i, lambda s=s, r=r: preset(s.data, r)) for i, (s, r) in enumerate(zip(items, rngs))),
+                     len(items))
+    if images is None:
+        raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
+    return images, torch.tensor(labels, dtype=torch.int64)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    # torchrun signals the whole process group; only the rank itself decides when to stop, and its
-    # workers exit with it (a worker killed under the rank would crash the step instead).
+def _shards_of(items: list[Sample]) -> str:
+    return ", ".join(sorted({s.shard for s in items}))
+
+
+def count_skipped(labels: torch.Tensor, so_far: int, limit: int) -> int:
+    """`so_far` plus the samples of this batch that could not be decoded; a DataError past `limit`.
+
+    Call with the labels as the loader returns them (on the host, so this is no device sync)."""
+    total = so_far + int((labels == IGNORE).sum())
+    if total > limit:
+        raise DataError(f"{total} training samples on this rank could not be decoded (the warnings above name "
+                        f"each shard and key), more than data.max_bad_samples={limit}; run `python -m data_prep "
+                        "verify` on data.root, or prepare the dataset again")
+    return total
+
+
+def _worker_init(worker_id: int) -> None:
+    # A stop signal sent to a whole process group (SLURM, a terminal's Ctrl-C) must reach the rank only:
+    # it decides when to stop, and a worker killed under it would crash the step instead of saving.
+    # Workers instead die with their rank, however it ends.
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+    die_with_parent()
 
 
 def check_decode(cfg: DataConfig, device: torch.device) -> None:
@@ -207,7 +325,7 @@ def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> I
         num_workers=workers,
         pin_memory=device.type == "cuda",  # a pinned batch copies to the GPU asynchronously (Normalize)
         prefetch_factor=cfg.prefetch if workers else None,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_worker_init,
     )
     return gpu_decode.GpuBatches(loader, decoder) if decoder else loader
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.config import DDPConfig
+from trainer.config import ConfigError, DDPConfig
 
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def setup(device: str, timeout_minutes: float) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -6,7 +6,8 @@
 The run's own config (stored in the checkpoint) is used, with `key=value` overrides on top (e.g.
 data.root, device, data.workers), so the model runs as in training: same amp, memory format and
 torch.compile (model.compile=false saves the compile time; the last bits of the loss may then
-differ). Prints one JSON object on stdout from the main rank, with the metric names the training
+differ). A checkpoint is data, not code: its stored data.root is used only when it is a plain local
+path; a `pipe:` command, template or URL root must be given again as data.root= on the command line. Prints one JSON object on stdout from the main rank, with the metric names the training
 run logged (val/top1, val/top5, val/loss, val/count).
 """
 
@@ -54,7 +55,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     run_model = torch.compile(model) if cfg.model.compile else model
     local_batch = max(1, cfg.train.batch_size // info.world_size)
     metrics = validate(run_model, manifest.val, cfg.data, info, Normalize(info.device, cfg.model.channels_last),
-                       autocast_for(info.device, cfg.amp), local_batch)
+                       autocast_for(info.device, cfg.amp), local_batch, num_classes)
     return {**metrics, "step": state["step"], "world_size": info.world_size}
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-    from trainer import checkpoint, dist  # after argument parsing: importing torch takes seconds
+    from trainer import checkpoint, dist, storage  # after argument parsing: importing torch takes seconds
     from trainer.data import DataError
 
     try:
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.from_dict(state["config"], args.overrides)
     except (checkpoint.CheckpointError, config.ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
+    if not _root_given(args.overrides) and not storage.is_local(cfg.data.root):
+        parser.exit(2, f"error: the checkpoint's data.root={cfg.data.root!r} is not a plain local path (it is "
+                       f"{storage.describe(cfg.data.root).split(';')[0]}), and a checkpoint is untrusted data: "
+                       "its stored config never runs a command or opens a URL. Pass the dataset on the command "
+                       "line, e.g. data.root=/data/imagenet (or that same root, if you trust it)\n")
     info = dist.setup(cfg.device, cfg.run.timeout_minutes)
     try:
         result = evaluate_checkpoint(state, cfg, info)
@@ -88,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if info.is_main:
         print(json.dumps({"checkpoint": str(args.checkpoint), **result}), flush=True)
     return 0
+
+
+def _root_given(overrides: list[str]) -> bool:
+    """Whether the (trusted) command line sets data.root, as `data.root=...` or a whole `data={...}`."""
+    return any(o.partition("=")[0].strip() in ("data.root", "data") for o in overrides)
 
 
 if __name__ == "__main__":

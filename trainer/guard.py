@@ -7,6 +7,7 @@ CPU tensors (gloo), and on CUDA the loss is read without stalling the GPU queue.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -16,24 +17,34 @@ import torch
 
 from trainer import dist
 
+log = logging.getLogger(__name__)
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (preemption, a time limit); acted on at the next step boundary."""
+    """Set by SIGTERM/SIGUSR1 (preemption, a time limit) or Ctrl-C; acted on at the next step boundary.
+
+    A second Ctrl-C is the way out when saving is not wanted: KeyboardInterrupt, exit status 130.
+    """
 
     def __init__(self) -> None:
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            if self.requested:
+                raise KeyboardInterrupt
+            log.warning("Ctrl-C: saving a checkpoint at the next step, then stopping "
+                        "(press Ctrl-C again to stop at once without saving)")
         self.requested = True
 
 
 def ignore_stop_signals() -> None:
     """Once a rank knows how it ends, a late SIGTERM (torchrun stopping the rest of the group when one
     rank has exited) must not turn its exit status into "killed by SIGTERM". SIG_IGN, unlike a Python
-    handler, survives interpreter shutdown, which is where such a signal usually lands."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    handler, survives interpreter shutdown, which is where such a signal usually lands. Safe because the
+    way out (lifecycle.exit) is bounded: nothing after this point can wait forever."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -1,6 +1,6 @@
 """The order of operations of a training run. No other module knows it.
 
-    join the process group (a world of 1 without torchrun); read the dataset manifest
+    join the process group (a world of 1 without torchrun); lock run.dir; read the dataset manifest
     build model -> optimizer -> grad scaler; resume them from the newest valid checkpoint in run.dir
     for each epoch, from the resumed position:
         for each step:  lr = schedule(step); seed = f(seed, rank, step); train_step
@@ -9,9 +9,11 @@
             every checkpoint.every_steps steps or checkpoint.every_minutes: save
         ranks compare batch counts and weight hashes (ddp.check_weights)
         save; validate (every sample once across ranks); log; save again with val/top1 (best.pt)
-    on SIGTERM/SIGUSR1: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
+    on SIGTERM/SIGUSR1/Ctrl-C: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
     on a non-finite loss: fp16 skips the step (GradScaler); otherwise stop without saving, EXIT_NONFINITE
     a collective waiting past run.timeout_minutes, or losing a rank: a clear error, EXIT_PEER_FAILED
+    any other error: logged once on its rank with its status (lifecycle.py); the process leaves at once,
+    its peers see the closed connection within seconds; nothing is saved over the last good checkpoint
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any
 
 import torch
 
-from trainer import checkpoint, data, dist, metrics, optim, step
+from trainer import checkpoint, data, dist, dirlock, lifecycle, metrics, optim, step
 from trainer.config import Config, ConfigError, dump, to_dict
 from trainer.guard import StepGuard, ignore_stop_signals
-from trainer.model import build_model, to_memory_format
+from trainer.lifecycle import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED
+from trainer.model import build_model, check_input_size, to_memory_format
 from trainer.resume import Position, data_plan, resume_position
 from trainer.seeding import derive_seed
 from trainer.transforms import Normalize
@@ -34,27 +37,25 @@ from trainer.validate import autocast_for, validate
 
 log = logging.getLogger(__name__)
 
-# Exit statuses of each rank (torchrun itself exits 1 whenever a rank fails; its summary shows these).
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again", which is what a requeued job does
-EXIT_NONFINITE = 3  # the loss became inf/NaN; the newest checkpoint is the last good state
-EXIT_PEER_FAILED = 4  # a collective timed out (run.timeout_minutes) or lost a rank: look at the other ranks
-
 
 def run(cfg: Config) -> int:
+    """Train; returns the exit status (trainer/lifecycle.py). Any error is logged here, once, on its rank."""
     info = dist.setup(cfg.device, cfg.run.timeout_minutes)
+    lifecycle.watch_launcher(info.rank)
     try:
-        return _train(cfg, info)
-    except RuntimeError as e:
+        status = _train(cfg, info)
+    except BaseException as e:  # noqa: BLE001 - every way out gets a status; the process leaves next
         what = dist.peer_failure(e) if info.world_size > 1 else None
         if what is None:
-            raise
+            return lifecycle.status_of(e, info.rank)
         log.error("rank %d stops: a collective %s; the failing rank's own log says why. If a step, a checkpoint "
                   "save or validation legitimately takes longer than run.timeout_minutes=%g, raise it. (%s)",
                   info.rank, what, cfg.run.timeout_minutes, str(e).strip().splitlines()[0])
-        return EXIT_PEER_FAILED
+        return EXIT_PEER_FAILED  # no teardown: the peer is gone, and leaving closes the connections
     finally:
         ignore_stop_signals()  # the exit status is decided; keep it
-        dist.teardown(info)
+    dist.teardown(info)
+    return status
 
 
 def _train(cfg: Config, info: dist.DistInfo) -> int:
@@ -64,18 +65,22 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
     data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
+    run_dir, ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
+    # One writer per run.dir; the lock goes with the process, so a killed run never leaves it behind.
+    lock = dirlock.acquire(run_dir, "run.dir") if info.is_main else None
     manifest = data.load_manifest(cfg.data.root)
     local_batch = cfg.train.batch_size // info.world_size
     steps_per_epoch = data.steps_per_epoch(manifest.train, cfg.train.batch_size)
     total_steps = steps_per_epoch * cfg.train.epochs
-    run_dir, ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
+    num_classes = cfg.model.num_classes or len(manifest.class_names)
 
+    check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, cfg.model.num_classes or len(manifest.class_names))
+    model = build_model(cfg.model, num_classes)
     model = to_memory_format(model.to(info.device), cfg.model.channels_last)
     optimizer = optim.build_optimizer(cfg.optim, model)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16")
-    pos, run_id, best_top1 = Position(), None, None
+    pos, run_id, best_top1, skipped = Position(), None, None, 0
     plan = data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
                      batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
                      train_samples=manifest.train.num_samples, steps_per_epoch=steps_per_epoch)
@@ -132,7 +137,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             loader = data.train_loader(
                 manifest.train, cfg.data, info.device, seed=cfg.seed, epoch=pos.epoch,
                 start_step=pos.step_in_epoch, steps=steps_per_epoch, local_batch=local_batch,
-                rank=info.rank, world_size=info.world_size,
+                rank=info.rank, world_size=info.world_size, num_classes=num_classes,
             )
             train_model.train()
             first_batch = pos.step_in_epoch
@@ -143,6 +148,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 t0 = time.perf_counter()
                 images, targets = next(batches)
                 wait += time.perf_counter() - t0
+                skipped = data.count_skipped(targets, skipped, cfg.data.max_bad_samples)
                 if pos.step == start_step:  # once per start: what the augmentation feeds the model
                     logger.log_samples(images, targets, pos.step)
 
@@ -203,12 +209,15 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
             val = None
             if manifest.val is not None:
-                val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch)
+                val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch,
+                               num_classes)
                 logger.log(val, pos.step)
             save(val)
         return 0
     finally:
         logger.close()
+        if lock:
+            lock.release()
 
 
 def _stop(save: Any, info: dist.DistInfo, step: int, saved: bool = False) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainer.config import ModelConfig
+from trainer.config import ConfigError, ModelConfig
 
 
 class AlexNet(nn.Sequential):
@@ -83,9 +83,22 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
         name = cfg.name.removeprefix("torchvision:")
         if name not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"model.name={cfg.name}: torchvision has no classification model {name!r}")
+            raise ConfigError(f"model.name={cfg.name}: torchvision has no classification model {name!r}")
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    raise ValueError(f"model.name={cfg.name!r} is unknown: use 'alexnet', 'alexnet_bn' or 'torchvision:<name>'")
+    raise ConfigError(f"model.name={cfg.name!r} is unknown: use 'alexnet', 'alexnet_bn' or 'torchvision:<name>'")
+
+
+@torch.no_grad()
+def check_input_size(cfg: ModelConfig, num_classes: int, image_size: int) -> None:
+    """Raise a ConfigError naming data.image_size when the model cannot take that input, rather than
+    failing at the first step. Built and run on the meta device: shapes only, no memory, no compute."""
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes).eval()
+    try:
+        model(torch.zeros(1, 3, image_size, image_size, device="meta"))
+    except RuntimeError as e:
+        raise ConfigError(f"data.image_size={image_size} does not fit model.name={cfg.name} ({e}); the seed "
+                          "AlexNets take 224 only (their classifier expects 256x5x5 features)") from e
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -60,6 +60,7 @@ def evaluate(
         with autocast():
             logits = model(prepare(images))
         loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-        totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), totals.new_tensor([len(targets)])])
+        counted = (targets >= 0).sum().float().view(1)  # a label < 0 marks a sample that could not be decoded
+        totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), counted])
     model.train(was_training)
     return totals

@@ -2,12 +2,16 @@
 
 `join` turns the root and a name from `_info.json` into something `webdataset.gopen` opens. URL schemes
 that webdataset does not handle itself (s3://, gcs://, az://, memory://, ...) are opened through fsspec.
+The root is trusted (the command line or a config file); names come from data, so `join` takes only
+plain relative names (`is_safe_name`) and shell-quotes them before they go into a `pipe:` command.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
+import shlex
 from urllib.parse import urlparse
 
 # The module, not the function of the same name that `webdataset` exports.
@@ -16,17 +20,38 @@ wds_gopen = importlib.import_module("webdataset.gopen")
 NAME = "{name}"  # placeholder in a root that is a template, e.g. "pipe:aws s3 cp s3://b/imagenet/{name} -"
 
 
+# One path component: starts with a letter, digit or "_" (so never "-option", "." or ".."), then only
+# characters that mean nothing to a shell, a URL or a glob.
+_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+_SAFE_NAME = re.compile(rf"{_COMPONENT}(/{_COMPONENT})*")
+
+
 def is_local(root: str) -> bool:
-    """A plain path (local disk or a mounted shared filesystem), not a command or a URL."""
-    return not root.startswith("pipe:") and "://" not in root and NAME not in root
+    """A plain path (local disk or a mounted shared filesystem), not a command, a URL or a template.
+
+    Exactly what `webdataset.gopen` opens as a file: no URL scheme at all (`http:x` without "//" is a
+    URL to gopen, and `pipe:` a shell command), and no "{name}" placeholder.
+    """
+    return not urlparse(root).scheme and not root.startswith("pipe:") and NAME not in root
+
+
+def is_safe_name(name: object) -> bool:
+    """A plain relative file name such as "train/imagenet-train-000000.tar": no absolute path, no ".."
+    or "." component, no leading "-", only letters, digits and "._-/" (nothing a shell would expand)."""
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None
 
 
 def join(root: str, name: str) -> str:
     """The URL of `name` (relative to the dataset root, e.g. "train/x-000000.tar") under `root`.
 
     A root holding "{name}" is a template; any other command or URL gets "/name" appended, which
-    suits commands whose last argument is the path (`pipe:cat /data/imagenet`).
+    suits commands whose last argument is the path (`pipe:cat /data/imagenet`). `name` comes from a
+    manifest, so it must be `is_safe_name` (ValueError otherwise) and is shell-quoted for a `pipe:` root.
     """
+    if not is_safe_name(name):
+        raise ValueError(f"{name!r} is not a plain relative file name; refusing to open it under {root!r}")
+    if root.startswith("pipe:"):
+        name = shlex.quote(name)  # a no-op for safe names today; it stays right if the character set grows
     if NAME in root:
         return root.replace(NAME, name)
     if is_local(root):

@@ -104,7 +104,9 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 def decode(data: bytes, height: int, width: int, reduction: int = 1) -> np.ndarray:
     """HWC uint8 RGB, about `reduction` times smaller per side (exact sizes: read the array's shape)."""
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=False,
+        # strict: a truncated JPEG raises instead of decoding with its missing rows filled grey; PIL
+        # below still reads files with mere warnings (extraneous bytes), and refuses truncated ones too
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
                                       min_height=-(-height // reduction), min_width=-(-width // reduction))
     except ValueError:  # not a JPEG libjpeg-turbo reads as RGB (e.g. CMYK, PNG): PIL, full size
         img = Image.open(io.BytesIO(data))
@@ -168,21 +170,26 @@ def _render_cpu(data: bytes, plan: Plan, size: int, height: int, width: int, mar
     return render(image, plan, size, height, width)[0]
 
 
-def collate(images: Iterable[torch.Tensor], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copy (3, H, W) uint8 images into an NCHW uint8 batch stored channels-last.
+def collate(images: Iterable[torch.Tensor | None], n: int) -> torch.Tensor | None:
+    """Copy `n` (3, H, W) uint8 images into an NCHW uint8 batch stored channels-last; None if all are None.
 
     `images` may be a generator: one image is alive at a time, so a worker holds one batch, not two.
-    In a DataLoader worker the batch is allocated in shared memory (as default_collate does), so
-    handing it to the main process copies nothing."""
-    batch = None
+    A None (a sample that could not be decoded) gets a copy of another image of the batch. In a
+    DataLoader worker the batch is allocated in shared memory (as default_collate does), so handing it
+    to the main process copies nothing."""
+    batch, missing, stand_in = None, [], 0
     for i, image in enumerate(images):
+        if image is None:
+            missing.append(i)
+            continue
         if batch is None:
             c, h, w = image.shape
-            batch = shared_empty((len(labels), h, w, c)).permute(0, 3, 1, 2)
+            batch = shared_empty((n, h, w, c)).permute(0, 3, 1, 2)
+            stand_in = i
         batch[i].copy_(image)
-    if batch is None:
-        raise ValueError("collate: no images")
-    return batch, torch.tensor(labels, dtype=torch.int64)
+    for i in missing if batch is not None else ():
+        batch[i].copy_(batch[stand_in])
+    return batch
 
 
 def shared_empty(shape: tuple[int, ...]) -> torch.Tensor:

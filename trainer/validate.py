@@ -26,10 +26,11 @@ def autocast_for(device: torch.device, amp: str) -> Callable[[], AbstractContext
 
 def validate(model: torch.nn.Module, split: data.Split, cfg: DataConfig, info: dist.DistInfo,
              normalize: Normalize, autocast: Callable[[], AbstractContextManager],
-             local_batch: int) -> dict[str, float]:
-    """Loss, top-1 and top-5 over the whole split (this rank evaluates its share); on every rank."""
+             local_batch: int, num_classes: int) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the whole split (this rank evaluates its share); on every rank.
+    Samples that cannot be decoded are logged and left out of every figure, val/count included."""
     loader = data.eval_loader(split, cfg, info.device, local_batch=local_batch,
-                              rank=info.rank, world_size=info.world_size)
+                              rank=info.rank, world_size=info.world_size, num_classes=num_classes)
     module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
     totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast), info)
     loss_sum, top1, top5, count = totals.tolist()

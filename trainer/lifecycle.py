@@ -1,0 +1,119 @@
+"""How a trainer process ends: its exit statuses, the error that decides one, and a way out that cannot hang.
+
+Every failure becomes a status from the table below on the rank that saw it, logged once. The process
+then leaves with `exit()`, which never waits on anything it does not control: DataLoader workers die
+with their rank (PR_SET_PDEATHSIG), and ranks leave when their launcher is gone (`watch_launcher`).
+docs/fault_tolerance.md has the same table, with what the user sees.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from trainer.config import ConfigError
+
+log = logging.getLogger("trainer")
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected error (a bug, CUDA out of memory, ...): the traceback is in the log
+EXIT_USAGE = 2  # a config, dataset or run.dir problem, named in one line with the fix
+EXIT_NONFINITE = 3  # the loss became inf/NaN; the newest checkpoint is the last good state
+EXIT_PEER_FAILED = 4  # another rank failed or hung (run.timeout_minutes): its own log says why
+EXIT_CHECKPOINT = 5  # a checkpoint could not be written (disk full, permissions); the previous one is intact
+EXIT_LAUNCHER_GONE = 6  # torchrun (the launcher) died, e.g. SIGKILLed: the rank left without saving
+EXIT_PREEMPTED = 75  # a stop request (SIGTERM, SIGUSR1, Ctrl-C) was honoured: saved; EX_TEMPFAIL, "try again"
+EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without saving (128 + SIGINT)
+
+_NORMAL_EXIT_GRACE_S = 10.0  # interpreter shutdown (atexit hooks) may take this long after a clean run
+
+
+def exit(status: int) -> None:  # noqa: A001 - the process's way out, like sys.exit
+    """Leave the process with `status`, within seconds whatever is still running.
+
+    A clean run shuts down normally (atexit hooks run), under a watchdog in case one of them blocks. A
+    failed one leaves at once: multiprocessing's exit hook joins DataLoader workers without a timeout,
+    which is how an error used to hang a rank forever, and nothing left to do after an error is worth
+    waiting for (the logger and W&B were closed on the way out of the loop).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if status in (EXIT_OK, EXIT_PREEMPTED):
+        watchdog = threading.Timer(_NORMAL_EXIT_GRACE_S, os._exit, args=(status,))
+        watchdog.daemon = True
+        watchdog.start()
+        sys.exit(status)
+    os._exit(status)
+
+
+def status_of(error: BaseException, rank: int) -> int:
+    """Log `error` once, as the user should read it, and return its exit status."""
+    from trainer.checkpoint import CheckpointError, CheckpointWriteError  # torch-heavy; only when failing
+    from trainer.data import DataError
+    from trainer.dirlock import LockedError
+
+    if isinstance(error, KeyboardInterrupt):
+        log.error("rank %d: interrupted, stopped at once without saving; the newest checkpoint is intact", rank)
+        return EXIT_INTERRUPTED
+    if isinstance(error, CheckpointWriteError):
+        log.error("rank %d: %s", rank, error)
+        return EXIT_CHECKPOINT
+    if isinstance(error, (ConfigError, DataError, CheckpointError, LockedError)):
+        log.error("rank %d: %s", rank, _worker_message(error))
+        return EXIT_USAGE
+    log.error("rank %d: unexpected error; every rank stops (status %d). The newest checkpoint is intact: "
+              "run the same command to resume once the cause is fixed.", rank, EXIT_ERROR, exc_info=error)
+    return EXIT_ERROR
+
+
+def _worker_message(error: BaseException) -> str:
+    # A DataLoader re-raises a worker's exception with the worker's traceback in its text; our own
+    # errors say everything in their last line.
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
+def watch_launcher(rank: int, poll_s: float = 1.0) -> None:
+    """Under torchrun, leave with EXIT_LAUNCHER_GONE within `poll_s` of the launcher's death.
+
+    torchrun starts each rank in a session of its own, so when its agent is SIGKILLed (the OOM killer, a
+    scheduler killing the job) nothing signals the ranks: they would keep training and writing into
+    run.dir while the resubmitted job starts. A rank whose parent changed has lost its launcher.
+    """
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        log.error("rank %d: the launcher (torchrun, pid %d) is gone; exiting now without saving, so that a "
+                  "restarted job can take over run.dir (the newest checkpoint is intact)", rank, launcher)
+        exit(EXIT_LAUNCHER_GONE)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+
+    For DataLoader workers: they ignore stop signals (only their rank decides when to stop), so without
+    this a worker could outlive a rank that was killed or left through `exit`."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(EXIT_LAUNCHER_GONE)
