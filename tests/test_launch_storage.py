@@ -23,7 +23,7 @@ def test_join_for_paths_commands_urls_and_templates():
 
 
 def samples(split: data.Split) -> list[tuple[str, int]]:
-    return [(key, label) for key, _, label in data._read(list(split.urls))]
+    return [(s.key, s.label) for s in data._read(split, list(range(len(split.urls))), None)]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,9 @@ writes three files next to each other:
   alexnet.json  what the input must be (float NCHW, RGB, 0-1 scaled then normalised with mean/std,
                 image_size) and the class names, plus the result of the logit check
 Both exports take normalised float32 images and return fp32 logits (no autocast), on the CPU.
+No dataset is needed: the class names come from the checkpoint's data.root only when that is a plain
+local path still holding _info.json (a checkpoint is data: its config never runs a command or opens a
+URL), or from --data-root, which may be any data.root form.
 TorchScript is deprecated in torch 2.x (jit.trace/save warn), so the program is a torch.export one.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import checkpoint, config, data
+from trainer import checkpoint, config, data, storage
 from trainer.config import ModelConfig
 from trainer.model import build_model
 from trainer.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m trainer`")
     parser.add_argument("--out", required=True, help="state_dict file, e.g. alexnet.pt (.pt2/.json beside it)")
+    parser.add_argument("--data-root", default=None,
+                        help="where to read the class names (_info.json), in any data.root form; default: the "
+                             "checkpoint's data.root, only if it is a plain local path")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.suffix in (".pt2", ".json"):
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(args.checkpoint), "step": state["step"], "model": cfg.model.name,
         "image_size": cfg.data.image_size, "eval_resize": cfg.data.eval_resize,
         "input": "float32 NCHW RGB, pixel/255 then (x - mean) / std", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-        "class_names": _class_names(cfg.data.root),
+        "class_names": _class_names(args.data_root if args.data_root is not None else cfg.data.root,
+                                    trusted=args.data_root is not None),
     }
     try:
         result = export(state["model"], cfg.model, out, cfg.data.image_size, meta)
@@ -113,8 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _class_names(root: str) -> list[str] | None:
-    """The dataset's class names when its manifest is still where training read it; else None."""
+def _class_names(root: str, trusted: bool) -> list[str] | None:
+    """The dataset's class names when its manifest is still where training read it; else None.
+
+    An untrusted root (the checkpoint's) is read only when it is a plain local path.
+    """
+    if not trusted and not storage.is_local(root):
+        print(f"note: class_names left out: the checkpoint's data.root={root!r} is not a plain local path, and "
+              "a checkpoint's config never runs a command or opens a URL; pass --data-root to read them",
+              file=sys.stderr)
+        return None
     try:
         return list(data.load_manifest(root).class_names) or None
     except (data.DataError, OSError, ValueError, KeyError):
