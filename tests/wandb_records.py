@@ -32,6 +32,8 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
+        if len(chunk) < length:  # the torn tail of a killed writer
+            break
         if kind in (FULL, FIRST):
             pending = chunk
         else:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer import config
+from trainer import config, lifecycle
 
 if TYPE_CHECKING:
     from trainer.dist import DistInfo
@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     from trainer import checkpoint, dist, storage  # after argument parsing: importing torch takes seconds
-    from trainer.data import DataError
 
     try:
         state = checkpoint.load(Path(args.checkpoint))
@@ -83,14 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                        f"{storage.describe(cfg.data.root).split(';')[0]}), and a checkpoint is untrusted data: "
                        "its stored config never runs a command or opens a URL. Pass the dataset on the command "
                        "line, e.g. data.root=/data/imagenet (or that same root, if you trust it)\n")
-    info = dist.setup(cfg.device, cfg.run.timeout_minutes)
     try:
+        info = dist.setup(cfg.device, cfg.run.timeout_minutes)
         result = evaluate_checkpoint(state, cfg, info)
-    except (DataError, config.ConfigError) as e:
-        logging.getLogger("trainer.evaluate").error("%s", e)
-        return 2
-    finally:
-        dist.teardown(info)
+    except BaseException as e:  # noqa: BLE001 - logged once with its status; the process leaves at once
+        return lifecycle.status_of(e, int(os.environ.get("RANK", "0")))
+    dist.teardown(info)
     if info.is_main:
         print(json.dumps({"checkpoint": str(args.checkpoint), **result}), flush=True)
     return 0
@@ -102,4 +99,4 @@ def _root_given(overrides: list[str]) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    lifecycle.exit(main())

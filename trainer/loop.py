@@ -190,7 +190,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                     loss_sum.zero_()
                     wait, tick = 0.0, time.perf_counter()
                 if verdict.stop:
-                    return _stop(save, info, pos.step)
+                    return _stop(save, logger, info, pos.step)
                 if interval_save or (verdict.save_due and not epoch_done):
                     save()
             del batches, loader  # stop this epoch's workers before validation starts its own
@@ -204,7 +204,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             if manifest.val is not None:
                 save()  # before validating: a stop (or a kill) during validation then loses no training
                 if guard.stop_requested():
-                    return _stop(save, info, pos.step, saved=True)
+                    return _stop(save, logger, info, pos.step, saved=True)
             if pos.step_in_epoch >= steps_per_epoch:
                 pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
             val = None
@@ -220,7 +220,8 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             lock.release()
 
 
-def _stop(save: Any, info: dist.DistInfo, step: int, saved: bool = False) -> int:
+def _stop(save: Any, logger: metrics.Logger, info: dist.DistInfo, step: int, saved: bool = False) -> int:
+    logger.preempting()  # W&B shows the run as preempted (to be resumed), not finished
     if not saved:
         save()
     dist.barrier(info)  # nobody exits before the checkpoint is on disk

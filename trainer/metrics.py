@@ -37,6 +37,9 @@ class Logger(Protocol):
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None: ...
 
+    def preempting(self) -> None:
+        """A stop signal arrived (the run saves and exits to be resumed). Never raises."""
+
     def close(self) -> None: ...
 
 
@@ -62,6 +65,9 @@ class NullLogger:
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
         pass
 
+    def preempting(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -75,6 +81,8 @@ class JsonlLogger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = open(path, "a", buffering=1)
+        if self.file.tell() and _last_byte(path) != b"\n":  # a kill cut the last line short: end it, so
+            self.file.write("\n")  # that it does not swallow the next row
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         row = {"step": step, "time": round(time.time(), 3)}
@@ -92,6 +100,23 @@ class JsonlLogger:
 
     def close(self) -> None:
         self.file.close()
+
+    @staticmethod
+    def rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+        """(step, metrics) of every complete row of a metrics.jsonl, in order; none if there is no file."""
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line a kill cut short
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                out.append((row.pop("step"), {k: v for k, v in row.items() if k != "time"}))
+        return out
 
 
 class MultiLogger:
@@ -123,6 +148,11 @@ class MultiLogger:
         for backend in self.backends:
             backend.log_checkpoint(path, step, best)
 
+    def preempting(self) -> None:
+        for backend in self.backends:
+            if hasattr(backend, "preempting"):  # only W&B has something to say about it
+                backend.preempting()
+
     def close(self) -> None:
         for backend in self.backends:
             try:
@@ -148,19 +178,35 @@ def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str, co
         from trainer.wandb_logger import WandbLogger
 
         try:
-            backends.append(WandbLogger(cfg, run_dir, run_id, {**config, "env": env}))
+            wandb_logger = WandbLogger(cfg, run_dir, run_id, {**config, "env": env})
         except Exception as e:  # W&B trouble never stops training
             log.warning("W&B is off for this run: it could not start even offline (%s: %s)", type(e).__name__, e)
+        else:
+            wandb_logger.replay(JsonlLogger.rows(run_dir / "metrics.jsonl"))  # what a kill lost there
+            backends.append(wandb_logger)
     return MultiLogger(*backends, class_names=class_names, grid_size=cfg.image_grid)
 
 
-def resolve_run_id(run_dir: Path, from_checkpoint: str | None) -> str:
+def resolve_run_id(run_dir: Path, from_checkpoint: object) -> str:
     """The W&B run id: the resumed checkpoint's, else the run directory's, else a new one; saved in run_dir.
 
     The file covers a run stopped before its first checkpoint, so its restart continues the same W&B run.
+    Both sources are data (a checkpoint may come from elsewhere) and the id becomes part of paths under
+    run_dir/wandb, so anything but a W&B-style id ([a-z0-9], at most 64) is ignored with a warning.
     """
+    def _valid_run_id(run_id: object) -> bool:
+        return (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isascii() and run_id.isalnum()
+                and run_id == run_id.lower())
+
     path = run_dir / RUN_ID_FILE
-    saved = path.read_text().strip() if path.is_file() else ""
+    saved = path.read_text(errors="replace").strip() if path.is_file() else ""
+    if saved and not _valid_run_id(saved):
+        log.warning("%s holds %r, not a W&B run id ([a-z0-9]+); ignoring it", path, saved[:80])
+        saved = ""
+    if from_checkpoint is not None and not _valid_run_id(from_checkpoint):
+        log.warning("the checkpoint's W&B run id %r is not a W&B run id ([a-z0-9]+); ignoring it",
+                    str(from_checkpoint)[:80])
+        from_checkpoint = None
     if from_checkpoint and saved and saved != from_checkpoint:
         log.warning("%s says W&B run %s but the checkpoint says %s; continuing %s",
                     path, saved, from_checkpoint, from_checkpoint)
@@ -218,3 +264,7 @@ def gpu_memory(device: torch.device) -> dict[str, float]:
     return out
 
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)

@@ -3,14 +3,21 @@
 Charts use `trainer/step` as their x-axis. W&B's own row counter (`_step`) is kept in the run directory
 (`wandb_step`) and passed explicitly, so it keeps increasing across restarts even offline, where W&B
 cannot ask the server where the run stopped: `wandb sync` of all segments then appends, never
-overwrites. Trouble (no network, no login, a timeout, a dying service) costs W&B data, never the run.
+overwrites. Each start logs again the rows of metrics.jsonl that W&B's own files of earlier starts lack
+(`replay`): a SIGKILL loses what wandb-core had not yet written. Trouble (no network, no login, a
+timeout, a dying service) costs W&B data, never the run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
 import sys
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,9 @@ log = logging.getLogger(__name__)
 STEP_KEY = "trainer/step"  # every chart's x-axis: a resume from an older checkpoint is drawn, not dropped
 STEP_FILE = "wandb_step"  # W&B's next _step, in the run directory
 _SUMMARY = {"val/top1": "max", "val/top5": "max", "val/loss": "min"}  # what the runs table shows
+_PREEMPTED = 75  # the W&B exit code after a stop signal: the trainer's own (lifecycle.EXIT_PREEMPTED)
+
+Row = tuple[int, dict[str, Any]]  # (trainer step, metrics) of one log call: one line of metrics.jsonl
 
 
 class WandbLogger:
@@ -28,7 +38,7 @@ class WandbLogger:
         import wandb
 
         self.wandb, self.cfg, self.run_dir, self.run_id = wandb, cfg, run_dir, run_id
-        self.offline, self.broken = cfg.mode == "offline", False
+        self.offline, self.broken, self.preempted = cfg.mode == "offline", False, False
         self.pending: tuple[Path, int, bool] | None = None  # the newest checkpoint, not yet uploaded
         kwargs = dict(
             project=cfg.project, entity=cfg.entity, name=cfg.name or run_dir.resolve().name, group=cfg.group,
@@ -59,6 +69,50 @@ class WandbLogger:
             self._upload()
         self._log({STEP_KEY: step, **metrics})
 
+    def replay(self, rows: Iterable[Row]) -> int:
+        """Log again the rows of metrics.jsonl that this W&B run lacks; returns how many.
+
+        wandb-core writes its file every ~15 s, so a SIGKILL loses up to that much; a W&B that broke or
+        was off for a start lost more. The files of earlier starts say what W&B holds (`held_rows`).
+        Each row is matched at most once, so a step logged twice (a resume from an older checkpoint)
+        stays twice and nothing W&B holds is sent again. Call before the first `log` of this start.
+        """
+        if self.broken:
+            return 0
+        try:
+            held = held_rows(self.run_dir / "wandb", self.run_id, skip=Path(self.run.settings.sync_dir),
+                             online_below=None if self.offline else self.run.starting_step)
+        except Exception as e:  # W&B's files are W&B's business: unreadable means no replay, not no run
+            log.warning("W&B: could not read this run's earlier W&B files (%s: %s); rows a kill lost there "
+                        "are not logged again", type(e).__name__, e)
+            return 0
+        missing = []
+        for step, metrics in rows:
+            key = _signature(step, metrics)
+            if held[key]:
+                held[key] -= 1
+            else:
+                missing.append((step, metrics))
+        for step, metrics in missing:
+            self._log({STEP_KEY: step, **metrics})
+        if missing:
+            log.info("W&B lacked %d rows of metrics.jsonl (steps %d to %d), lost by an earlier start; logged "
+                     "them again", len(missing), min(s for s, _ in missing), max(s for s, _ in missing))
+        return len(missing)
+
+    def preempting(self) -> None:
+        """A stop signal arrived: W&B shows the run as preempted, to be resumed, not crashed or finished.
+
+        `close` then ends the W&B run with the trainer's preemption status (75). Never raises.
+        """
+        self.preempted = True
+        if self.broken:
+            return
+        try:
+            self.run.mark_preempting()
+        except Exception as e:
+            log.warning("W&B could not mark the run as preempting (%s: %s)", type(e).__name__, e)
+
     def log_image(self, key: str, image: Any, caption: str, step: int) -> None:
         self._log({STEP_KEY: step, key: self.wandb.Image(image, caption=caption)})
 
@@ -81,7 +135,8 @@ class WandbLogger:
         if self.pending:
             self._upload()
         try:
-            self.run.finish(exit_code=1 if failed else 0)  # bounded by wandb.finish_timeout_s
+            # Bounded by wandb.finish_timeout_s. Non-zero after `preempting`: "preempted", not "finished".
+            self.run.finish(exit_code=1 if failed else _PREEMPTED if self.preempted else 0)
         except Exception as e:
             log.warning("W&B did not finish cleanly (%s: %s); the run's files are in %s",
                         type(e).__name__, e, self.run_dir / "wandb")
@@ -120,6 +175,71 @@ class WandbLogger:
         tmp = self.run_dir / (STEP_FILE + ".tmp")
         tmp.write_text(f"{self.step}\n")
         os.replace(tmp, self.run_dir / STEP_FILE)
+
+
+def held_rows(wandb_dir: Path, run_id: str, skip: Path | None = None,
+              online_below: int | None = None) -> Counter:
+    """What W&B holds of run `run_id`: a count per row (`_signature`) in its files under `wandb_dir`.
+
+    Offline segments (`offline-run-*`) count whole: `wandb sync` uploads exactly what they hold. An
+    online segment's row counts only below `online_below` (the server's next `_step` when this start is
+    online): the server, not the local file, is what the dashboard shows. `skip`: this start's segment.
+    """
+    held: Counter = Counter()
+    for path in sorted(wandb_dir.glob(f"*/run-{run_id}.wandb")):
+        if not path.parent.name.startswith(("run-", "offline-run-")) or path.parent.is_symlink():
+            continue  # latest-run: a link to one of the others
+        if skip is not None and path.parent.resolve() == skip.resolve():
+            continue
+        online = not path.parent.name.startswith("offline-")
+        for record in read_records(path):
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            if STEP_KEY not in row or (online and online_below is not None and row.get("_step", 0) >= online_below):
+                continue
+            held[_signature(row.pop(STEP_KEY), {k: v for k, v in row.items() if not k.startswith("_")})] += 1
+    return held
+
+
+def read_records(path: Path) -> Iterator[Any]:
+    """The protobuf `Record`s of a W&B transaction log (`run-<id>.wandb`), up to its last intact one.
+
+    The format: a 7-byte header (`:W&B`, magic, version), then a LevelDB log: 32 KiB blocks of chunks,
+    each with a 7-byte header (crc32 of type and data, length, type FULL/FIRST/MIDDLE/LAST). A killed
+    writer leaves a torn tail; reading stops at the first chunk that is cut short or fails its crc.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B"[:len(data)]:  # shorter: killed before its header was written, holds nothing
+        raise ValueError(f"{path} is not a W&B transaction log")
+    pending, pos = b"", 7
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's zero-padded trailer
+            pos += 32768 - pos % 32768
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        if len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) != crc or kind not in (1, 2, 3, 4):
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def _signature(step: Any, metrics: dict[str, Any]) -> tuple:
+    # One row's identity across metrics.jsonl and W&B: its step and values, compared as JSON text.
+    # W&B writes a whole float as an integer (1.0 -> 1), so those compare as integers on both sides.
+    def canonical(v: Any) -> str:
+        return json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
+
+    return step, tuple(sorted((k, canonical(v)) for k, v in metrics.items()))
 
 
 def _read_int(path: Path) -> int:
