@@ -37,7 +37,8 @@ def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_replay_logs_what_wandb_lacks_once_and_preempting_marks_the_run(tmp_path: Path, wandb_home: None):
     import wandb
 
-    from trainer.wandb_logger import WandbLogger, held_rows
+    from trainer.wandb_history import held_rows
+    from trainer.wandb_logger import WandbLogger
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -72,7 +73,7 @@ def test_replay_logs_what_wandb_lacks_once_and_preempting_marks_the_run(tmp_path
     assert replayed[0]["train/loss"] == 1.0 and replayed[1]["val/top1"] == 0.25
 
     # Now W&B holds every row exactly as often as metrics.jsonl does: a third start would log nothing.
-    from trainer.wandb_logger import _signature
+    from trainer.wandb_history import signature as _signature
 
     wanted = Counter(_signature(step, row) for step, row in first + again)
     assert held_rows(run_dir / "wandb", "replay01") == wanted
@@ -142,7 +143,7 @@ def test_a_sigkilled_run_loses_no_wandb_row_on_resume(shards: Path, tmp_path: Pa
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # W&B's own axis only goes forward
 
     # A further start would log nothing again: W&B's files hold every row of metrics.jsonl (and the grids).
-    from trainer.wandb_logger import _signature, held_rows
+    from trainer.wandb_history import held_rows, signature as _signature
 
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert not Counter(_signature(step, row) for step, row in local) - held_rows(run_dir / "wandb", run_id)

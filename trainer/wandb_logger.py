@@ -10,22 +10,18 @@ timeout, a dying service) costs W&B data, never the run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import sys
-import zlib
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from trainer.config import WandbConfig
+from trainer.wandb_history import STEP_KEY, held_rows, signature
 
 log = logging.getLogger(__name__)
 
-STEP_KEY = "trainer/step"  # every chart's x-axis: a resume from an older checkpoint is drawn, not dropped
 STEP_FILE = "wandb_step"  # W&B's next _step, in the run directory
 _SUMMARY = {"val/top1": "max", "val/top5": "max", "val/loss": "min"}  # what the runs table shows
 _PREEMPTED = 75  # the W&B exit code after a stop signal: the trainer's own (lifecycle.EXIT_PREEMPTED)
@@ -88,7 +84,7 @@ class WandbLogger:
             return 0
         missing = []
         for step, metrics in rows:
-            key = _signature(step, metrics)
+            key = signature(step, metrics)
             if held[key]:
                 held[key] -= 1
             else:
@@ -175,71 +171,6 @@ class WandbLogger:
         tmp = self.run_dir / (STEP_FILE + ".tmp")
         tmp.write_text(f"{self.step}\n")
         os.replace(tmp, self.run_dir / STEP_FILE)
-
-
-def held_rows(wandb_dir: Path, run_id: str, skip: Path | None = None,
-              online_below: int | None = None) -> Counter:
-    """What W&B holds of run `run_id`: a count per row (`_signature`) in its files under `wandb_dir`.
-
-    Offline segments (`offline-run-*`) count whole: `wandb sync` uploads exactly what they hold. An
-    online segment's row counts only below `online_below` (the server's next `_step` when this start is
-    online): the server, not the local file, is what the dashboard shows. `skip`: this start's segment.
-    """
-    held: Counter = Counter()
-    for path in sorted(wandb_dir.glob(f"*/run-{run_id}.wandb")):
-        if not path.parent.name.startswith(("run-", "offline-run-")) or path.parent.is_symlink():
-            continue  # latest-run: a link to one of the others
-        if skip is not None and path.parent.resolve() == skip.resolve():
-            continue
-        online = not path.parent.name.startswith("offline-")
-        for record in read_records(path):
-            if record.WhichOneof("record_type") != "history":
-                continue
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            if STEP_KEY not in row or (online and online_below is not None and row.get("_step", 0) >= online_below):
-                continue
-            held[_signature(row.pop(STEP_KEY), {k: v for k, v in row.items() if not k.startswith("_")})] += 1
-    return held
-
-
-def read_records(path: Path) -> Iterator[Any]:
-    """The protobuf `Record`s of a W&B transaction log (`run-<id>.wandb`), up to its last intact one.
-
-    The format: a 7-byte header (`:W&B`, magic, version), then a LevelDB log: 32 KiB blocks of chunks,
-    each with a 7-byte header (crc32 of type and data, length, type FULL/FIRST/MIDDLE/LAST). A killed
-    writer leaves a torn tail; reading stops at the first chunk that is cut short or fails its crc.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B"[:len(data)]:  # shorter: killed before its header was written, holds nothing
-        raise ValueError(f"{path} is not a W&B transaction log")
-    pending, pos = b"", 7
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's zero-padded trailer
-            pos += 32768 - pos % 32768
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        if len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) != crc or kind not in (1, 2, 3, 4):
-            break
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def _signature(step: Any, metrics: dict[str, Any]) -> tuple:
-    # One row's identity across metrics.jsonl and W&B: its step and values, compared as JSON text.
-    # W&B writes a whole float as an integer (1.0 -> 1), so those compare as integers on both sides.
-    def canonical(v: Any) -> str:
-        return json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v, sort_keys=True)
-
-    return step, tuple(sorted((k, canonical(v)) for k, v in metrics.items()))
 
 
 def _read_int(path: Path) -> int:
