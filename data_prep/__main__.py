@@ -13,27 +13,30 @@ import argparse
 import os
 import sys
 
+from . import outlock
 from .encode import DEFAULT_MAX_PIXELS, EncodeOptions
+from .options import check_prep, int_in, plain_name
 from .prepare import DEFAULT_SHARD_SIZE, PrepConfig, prepare
 from .records import PrepError
 
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for shards and _info.json")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+    p.add_argument("--shard-size", type=int_in(1), default=DEFAULT_SHARD_SIZE,
                    help="images per shard (default %(default)s: ~1,000 shards for ImageNet train)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=int_in(1), default=os.cpu_count() or 1,
                    help="worker processes; shards are the unit of work (default: all cores)")
-    p.add_argument("--prefix", default="imagenet", help="shard name prefix")
+    p.add_argument("--prefix", type=plain_name, default="imagenet", help="shard name prefix")
     p.add_argument("--name", default=None, help="dataset name in _info.json (default: prefix)")
-    p.add_argument("--max-short-side", type=int, default=None,
+    p.add_argument("--max-short-side", type=int_in(1), default=None,
                    help="re-encode images whose short side exceeds N (default: keep bytes)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--quality", type=int_in(1, 100), default=90,
+                   help="JPEG quality (1-100) of re-encoded images")
+    p.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS,
                    help="reject images with more pixels (default %(default)s)")
-    p.add_argument("--num-parts", type=int, default=1, help="split the shards over P machines")
-    p.add_argument("--part", type=int, default=0, help="which part (0..P-1) this machine writes")
+    p.add_argument("--num-parts", type=int_in(1), default=1, help="split the shards over P machines")
+    p.add_argument("--part", type=int_in(0), default=0, help="which part (0..P-1) this machine writes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synthetic", help="write a small learnable ImageNet-shaped image folder")
     p.add_argument("--out", required=True)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-per-class", type=int, default=60)
-    p.add_argument("--val-per-class", type=int, default=10)
+    p.add_argument("--classes", type=int_in(1), default=10)
+    p.add_argument("--train-per-class", type=int_in(1), default=60)
+    p.add_argument("--val-per-class", type=int_in(0), default=10)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("folder", help="image folder (class subfolders) -> shards")
     p.add_argument("--train", required=True, help="folder of class subfolders")
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prep_args(p)
     p = sub.add_parser("verify", help="check a shard folder against its _info.json")
     p.add_argument("dir")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int_in(1), default=os.cpu_count() or 1)
     p = sub.add_parser("merge", help="write _info.json after all --num-parts parts finished")
     p.add_argument("dir")
     return ap
@@ -70,12 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(a: argparse.Namespace) -> PrepConfig:
     opts = EncodeOptions(a.max_short_side, a.quality, a.max_pixels)
-    return PrepConfig(a.out, a.shard_size, a.seed, max(1, a.workers), a.prefix, opts,
+    return PrepConfig(a.out, a.shard_size, a.seed, a.workers, a.prefix, opts,
                       a.num_parts, a.part, not a.no_progress)
+
+
+def _prep(a: argparse.Namespace, held: list) -> int:
+    """`folder` / `imagenet`: options, inputs, then --out held (see outlock) for the writing."""
+    from . import inputs
+    from .report import print_summary
+
+    check_prep(a)
+    if os.path.isdir(a.out):        # an existing --out: refuse at once if another run holds it
+        held += outlock.hold(a.out, a.num_parts, a.part)
+    if a.command == "folder":
+        got = inputs.folder_inputs(a.train, a.val)
+    else:
+        got = inputs.imagenet_inputs(a.train, a.val, a.devkit, a.val_labels, a.synsets)
+    got.params["name"] = a.name or a.prefix
+    if not held:                    # created only now: bad inputs leave no folder behind
+        held += outlock.hold(a.out, a.num_parts, a.part)
+    summary = prepare(got.splits, got.classes, got.refused, _config(a), got.params, got.ignored,
+                      got.skipped)
+    print_summary(summary)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    held: list = []
     try:
         if a.command == "synthetic":
             from .synthetic import write_synthetic
@@ -90,20 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         if a.command == "merge":
             from .manifest import merge
+            from .plan import load_plan
+            load_plan(a.dir)            # a data_prep folder, before the lock file is put in it
+            held += outlock.hold(a.dir)
             info = merge(a.dir)
             counts = {s: v["num_samples"] for s, v in info["splits"].items()}
             print(f"wrote {os.path.join(a.dir, '_info.json')}: {counts}")
             return 0
-        from . import inputs
-        from .report import print_summary
-        if a.command == "folder":
-            got = inputs.folder_inputs(a.train, a.val)
-        else:
-            got = inputs.imagenet_inputs(a.train, a.val, a.devkit, a.val_labels, a.synsets)
-        got.params["name"] = a.name or a.prefix
-        summary = prepare(got.splits, got.classes, got.refused, _config(a), got.params, got.ignored)
-        print_summary(summary)
-        return 0
+        return _prep(a, held)
     except PrepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: rerun the same command to finish (finished shards are kept)",
               file=sys.stderr)
         return 130
+    finally:
+        outlock.release(held)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Valid RGB/YCbCr JPEGs are kept byte for byte (fully decoded once to prove they are intact).
 CMYK and grayscale JPEGs and other formats (a PNG named .JPEG) are converted to RGB JPEGs;
-`max_short_side` re-encodes only images larger than it. Same input, same output bytes.
+16-bit and float pixels are scaled to 8 bits, not clipped (see pixels.py). `max_short_side`
+re-encodes only images larger than it. Same input, same output bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import simplejpeg
 from PIL import Image
+
+from .pixels import NoRange, rgb8
 
 # PIL's own decompression-bomb threshold; ImageNet's largest image is far below it.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -34,8 +37,9 @@ class RejectImage(Exception):
 @dataclass(frozen=True)
 class Encoded:
     data: bytes
-    repair: str | None = None   # e.g. "cmyk->rgb", "png->jpeg"
+    repair: str | None = None   # e.g. "cmyk->rgb", "png->jpeg", "png 16-bit->jpeg"
     resized: bool = False
+    detail: str | None = None   # how deep pixels were scaled, e.g. "0..65535 (16-bit range) scaled to 0..255"
 
 
 def _check_pixels(w: int, h: int, opts: EncodeOptions) -> None:
@@ -102,9 +106,11 @@ def _from_pil(data: bytes, opts: EncodeOptions) -> Encoded:
                 _check_pixels(im.width, im.height, opts)
                 im.load()
                 mode = im.mode
-                rgb = np.asarray(im.convert("RGB"))
+                rgb, deep, detail = rgb8(im)
     except RejectImage:
         raise
+    except NoRange as e:
+        raise RejectImage(f"{fmt} {mode} image: {e}") from None
     except Image.DecompressionBombError as e:
         raise RejectImage(f"too many pixels: {e}") from None
     except Exception as e:  # PIL raises many types for broken files
@@ -112,10 +118,10 @@ def _from_pil(data: bytes, opts: EncodeOptions) -> Encoded:
     if fmt == "jpeg":
         repair = "cmyk->rgb" if mode == "CMYK" else f"{mode.lower()}->rgb"
     else:
-        repair = f"{fmt}->jpeg"
+        repair = f"{fmt} {deep}->jpeg" if deep else f"{fmt}->jpeg"
     h, w = rgb.shape[:2]
     size = _target(w, h, opts)
-    return Encoded(_encode(_resize(rgb, size), opts), repair, size is not None)
+    return Encoded(_encode(_resize(rgb, size), opts), repair, size is not None, detail)
 
 
 def to_rgb_jpeg(data: bytes, opts: EncodeOptions) -> Encoded:

@@ -22,10 +22,11 @@ class Inputs:
     refused: list[tuple[str, Rejected]] = field(default_factory=list)
     ignored: int = 0
     params: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)    # split, source, reason: not classes
 
 
-def _scan(split: str, path: str) -> SplitScan:
-    scan = scan_split(path)
+def _scan(split: str, path: str, wnid_only: bool = False) -> SplitScan:
+    scan = scan_split(path, wnid_only)
     if not scan.records:
         raise PrepError(f"{split}: no images found in {path}")
     return scan
@@ -39,7 +40,8 @@ def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict) -> 
                             "was given (imagenet: use --devkit or --val-labels)")
     return Inputs({s: sc.records for s, sc in scans.items()}, classes,
                   [(s, r) for s, sc in scans.items() for r in sc.refused],
-                  sum(sc.ignored for sc in scans.values()), params)
+                  sum(sc.ignored for sc in scans.values()), params,
+                  [dict(x, split=s) for s, sc in scans.items() for x in sc.skipped])
 
 
 def folder_inputs(train: str, val: str | None) -> Inputs:
@@ -69,7 +71,8 @@ def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = Non
     """ImageNet from the official archives, the Kaggle layout or folders (see module doc)."""
     if not train and not val:
         raise PrepError("give --train and/or --val")
-    scans = {s: _scan(s, p) for s, p in (("train", train), ("val", val)) if p}
+    # Only WNID-named folders/tars are classes: a stray `lost+found` would shift every label.
+    scans = {s: _scan(s, p, wnid_only=True) for s, p in (("train", train), ("val", val)) if p}
     names: dict[str, str] = {}
     leaf_wnids: list[str] = []
     if synsets is None and val_labels:
@@ -78,10 +81,11 @@ def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = Non
     if synsets:
         names = lab.synset_names(synsets)
         leaf_wnids = list(names)
+    class_list = synsets
     if devkit:
         val_map, names = lab.devkit_labels(devkit)
         leaf_wnids = list(names)
-        where = f"{devkit}:{lab.TRUTH}"
+        where, class_list = f"{devkit}:{lab.TRUTH}", f"{devkit}:{lab.META}"
     elif val_labels:
         val_map, where = lab.kaggle_labels(val_labels), val_labels
     else:
@@ -91,6 +95,11 @@ def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = Non
     # Class index = position in sorted order of the train WNIDs (else the label files' WNIDs).
     if train:
         wnids = scans["train"].classes
+        unknown = sorted(set(wnids) - set(leaf_wnids)) if leaf_wnids else []
+        if unknown:
+            raise PrepError(f"{train}: class folders/tars {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
+                            f"are not classes in {class_list}; remove them or give the matching "
+                            "label files")
     else:
         wnids = leaf_wnids or sorted({r.wnid for r in scans["val"].records if r.wnid})
     classes = class_table(wnids, names)

@@ -54,6 +54,7 @@ def build_info(plan: dict, records: dict) -> dict:
         "classes": plan["classes"],
         "rejected": sorted(rejected, key=lambda x: (x.get("split", ""), x["key"], x["source"])),
         "repaired": sorted(repaired, key=lambda x: (x["split"], x["key"])),
+        "skipped": plan.get("skipped", []),     # folders/files that are not classes
         "prep": plan["params"],
     }
 

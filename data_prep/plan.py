@@ -42,7 +42,7 @@ def unique_keys(records: list[Record]) -> list[Record]:
 
 
 def make_plan(splits: dict[str, list[Record]], classes: list[dict], *, seed: int, shard_size: int,
-              prefix: str, params: dict, rejected: list[dict]) -> dict:
+              prefix: str, params: dict, rejected: list[dict], skipped: list[dict] = ()) -> dict:
     """Build the JSON-able plan: per split, a list of shards, each a list of samples."""
     index = {c["wnid"]: c["index"] for c in classes}
     sources: dict[str, int] = {}
@@ -61,7 +61,7 @@ def make_plan(splits: dict[str, list[Record]], classes: list[dict], *, seed: int
             start += size
         plan_splits[split] = shards
     return {"format": 1, "params": params, "classes": classes, "sources": list(sources),
-            "splits": plan_splits, "rejected": rejected}
+            "splits": plan_splits, "rejected": rejected, "skipped": list(skipped)}
 
 
 def plan_digest(plan: dict) -> str:

@@ -45,6 +45,7 @@ class Summary:
     shards_written: int = 0
     shards_kept: int = 0
     ignored: int = 0
+    skipped: list = field(default_factory=list)     # dicts: split, source, reason (not classes)
     seconds: float = 0.0
     info_path: str | None = None                    # None while other parts are unfinished
 
@@ -66,18 +67,21 @@ def check_labels(splits: dict[str, list[Record]], classes: list[dict]) -> None:
 
 def prepare(splits: dict[str, list[Record]], classes: list[dict],
             refused: list[tuple[str, Rejected]],
-            cfg: PrepConfig, params: dict, ignored: int = 0) -> Summary:
+            cfg: PrepConfig, params: dict, ignored: int = 0,
+            skipped: list[dict] | None = None) -> Summary:
     """Write (or finish writing) the shards of this part; write `_info.json` when all are done."""
     if cfg.shard_size < 1 or not 0 <= cfg.part < cfg.num_parts:
         raise PrepError("need --shard-size >= 1 and 0 <= --part < --num-parts")
     check_labels(splits, classes)
+    # Imported before the pool forks, so workers inherit torch (webdataset's) instead of importing it.
+    import webdataset  # noqa: F401
     start = time.time()
     params = {**params, "version": __version__, "seed": cfg.seed, "shard_size": cfg.shard_size, "prefix": cfg.prefix,
               "max_short_side": cfg.opts.max_short_side, "quality": cfg.opts.quality,
               "max_pixels": cfg.opts.max_pixels}
     rejected = [dict(r.as_dict(), split=split) for split, r in refused]
     plan = make_plan(splits, classes, seed=cfg.seed, shard_size=cfg.shard_size,
-                     prefix=cfg.prefix, params=params, rejected=rejected)
+                     prefix=cfg.prefix, params=params, rejected=rejected, skipped=skipped or [])
     os.makedirs(cfg.out, exist_ok=True)
     save_or_check_plan(plan, cfg.out)
 
@@ -92,7 +96,7 @@ def prepare(splits: dict[str, list[Record]], classes: list[dict],
             ordinal += 1
 
     summary = Summary(written={s: 0 for s in plan["splits"]}, ignored=ignored,
-                      rejected=list(rejected))
+                      rejected=list(rejected), skipped=list(plan["skipped"]))
     remove_stale_tmp(cfg.out, [t.file for t in tasks])
     pool = open_pool(min(cfg.workers, len(tasks)))  # before the bar's thread exists (see open_pool)
     bar = tqdm(total=sum(len(t.samples) for t in tasks), unit="img", disable=not cfg.progress,

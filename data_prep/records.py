@@ -7,10 +7,12 @@ workers can read any image directly without extracting anything to disk.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 
 # Extensions accepted from folders and archives; the content decides the real format later.
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
+_WNID = re.compile(r"n[0-9]{8}")
 
 
 @dataclass(frozen=True, slots=True)   # slots: ImageNet train is 1.28 M of these
@@ -45,6 +47,16 @@ def key_of(name: str) -> str:
     """Sample key = file stem; dots would split the sample inside webdataset, so they become '_'."""
     stem = os.path.splitext(os.path.basename(name))[0]
     return stem.replace(".", "_")
+
+
+def class_name_problem(name: str, wnid_only: bool) -> str | None:
+    """Why a folder/tar name is not a class (None when it is one). `wnid_only` in imagenet mode:
+    a stray folder counted as a class would shift every later label by one."""
+    if name == "lost+found":
+        return "lost+found is the file system's recovery folder, never a class"
+    if wnid_only and not _WNID.fullmatch(name):
+        return "not a WNID (n + 8 digits), so not an ImageNet class"
+    return None
 
 
 def is_image_name(name: str) -> bool:

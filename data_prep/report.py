@@ -28,6 +28,12 @@ def print_summary(s: Summary, out=None) -> None:
         print(f"  resized: {s.resized}", file=out)
     if s.ignored:
         print(f"  ignored: {s.ignored} files without an image extension", file=out)
+    if s.skipped:
+        print(f"  skipped: {len(s.skipped)} (not classes, listed in _info.json)", file=out)
+        for r in s.skipped[:50]:
+            print(f"    {r.get('split', '')} {r['source']}  ({r['reason']})", file=out)
+        if len(s.skipped) > 50:
+            print(f"    ... {len(s.skipped) - 50} more", file=out)
     print(f"  rejected: {len(s.rejected)}", file=out)
     for r in s.rejected[:50]:
         print(f"    {r.get('split', '')} {r['key']}  {r['source']}  ({r['reason']})", file=out)

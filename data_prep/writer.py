@@ -14,8 +14,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from webdataset import TarWriter
-
 from .encode import EncodeOptions, RejectImage, to_rgb_jpeg
 from .plan import PLAN_DIR
 from .records import Record, read_bytes
@@ -97,6 +95,8 @@ def write_shard(task: ShardTask) -> ShardResult:
     path = os.path.join(task.out, task.file)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     res = ShardResult(task.file, 0, "", 0)
+    # Imported here: webdataset imports torch (seconds), which verify, merge and refusals never need.
+    from webdataset import TarWriter
     # A per-process temp name: a worker orphaned by a killed run may still be finishing this shard.
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as raw:
@@ -113,7 +113,8 @@ def write_shard(task: ShardTask) -> ShardResult:
                 res.count += 1
                 res.resized += enc.resized
                 if enc.repair:
-                    res.repaired.append({"key": key, "source": rec.source, "repair": enc.repair})
+                    note = {"detail": enc.detail} if enc.detail else {}
+                    res.repaired.append({"key": key, "source": rec.source, "repair": enc.repair, **note})
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Builders for tiny ImageNet-shaped test inputs made of real JPEG files: image folders, the
 official archive layouts (a tar of class tars, a flat val tar, a devkit tar.gz with meta.mat),
-the Kaggle CSVs, and the awkward files ImageNet really contains (CMYK, grayscale, PNG as .JPEG).
+the Kaggle CSVs, and the awkward files ImageNet really contains (CMYK, grayscale, PNG as .JPEG),
+plus deep-pixel files (16-bit PNG, float TIFF).
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ def gray_jpeg(size=(40, 48)) -> bytes:
 def png_bytes(size=(40, 48)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(make_image(np.random.default_rng(3), 0, 2, size)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def deep_pixels(size=(40, 48)) -> np.ndarray:
+    """A smooth 0..1 pattern (gradient plus waves) with a dark and a bright half."""
+    y, x = np.mgrid[0:size[0], 0:size[1]]
+    return (0.15 + 0.7 * x / (size[1] - 1) + 0.1 * np.sin(y / 4.0)).clip(0, 1)
+
+
+def png16_bytes(values: np.ndarray) -> bytes:
+    """A real 16-bit grayscale PNG (PIL mode I;16) of uint16 `values`."""
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def float_tiff_bytes(values: np.ndarray, tags: dict[int, float] | None = None) -> bytes:
+    """A real 32-bit float TIFF (PIL mode F); tags {340: lo, 341: hi} declare its sample range."""
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.float32)).save(buf, "TIFF", **({"tiffinfo": tags} if tags else {}))
     return buf.getvalue()
 
 

@@ -28,8 +28,9 @@ def _args(lay: dict, out: str) -> list[str]:
 
 
 def _tree(root: str) -> dict[str, bytes]:
+    """Every file of a dataset folder, but the lock files (they name their holder: pid, time)."""
     return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
-            for d, _, fs in os.walk(root) for f in fs}
+            for d, _, fs in os.walk(root) for f in fs if f != ".lock"}
 
 
 @pytest.fixture(scope="module")
