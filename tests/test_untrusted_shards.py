@@ -1,0 +1,102 @@
+"""Shards the trainer did not make: labels are range-checked, a sample that cannot be decoded is skipped
+(logged with shard and key, left out of the loss) up to data.max_bad_samples, shard lengths must match
+the manifest, and a failing `pipe:` command names the shard. Real shards, read by the real loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SHARD_SIZE
+from test_faults import copy_dataset
+from trainer import data
+from trainer.config import DataConfig
+from trainer.transforms import TrainPreset
+
+STEPS = 3  # 24 of the fixture's 48 training images, one process, no workers
+
+
+def one_epoch(root: Path, **cfg) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    config = DataConfig(root=str(root), workers=0, shuffle_buffer=16, image_size=32, eval_resize=36, **cfg)
+    manifest = data.load_manifest(str(root))
+    return list(data.train_loader(manifest.train, config, torch.device("cpu"), seed=3, epoch=0, start_step=0,
+                                  steps=STEPS, local_batch=8, rank=0, world_size=1, num_classes=4))
+
+
+@pytest.fixture(scope="module")
+def one_bad_per_shard(shards: Path, tmp_path_factory) -> tuple[Path, set[tuple[str, str]]]:
+    """The first JPEG of every training shard cut in half; returns the root and the (shard, key) pairs."""
+    root = tmp_path_factory.mktemp("one-bad") / "data"
+    jpegs = itertools.count()
+
+    def cut(key: str, ext: str, b: bytes) -> bytes:
+        first_of_shard = ext == "jpg" and next(jpegs) % SHARD_SIZE == 0
+        return b[: len(b) // 2] if first_of_shard else b
+
+    return root, set(copy_dataset(shards, root, cut))
+
+
+def test_undecodable_samples_are_skipped_named_and_left_out_of_the_loss(one_bad_per_shard, shards: Path, caplog):
+    root, bad = one_bad_per_shard
+    assert len(bad) == 6
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        batches = one_epoch(root)
+    clean = one_epoch(shards)
+    skipped = re.findall(r"skipping sample (\S+) of shard (\S+): it cannot be decoded", caplog.text)
+    assert skipped and {(shard, key) for key, shard in skipped} <= bad, caplog.text
+    labels = torch.cat([y for _, y in batches])
+    assert len(batches) == STEPS and all(len(y) == 8 for _, y in batches)  # batches keep their size
+    assert int((labels == data.IGNORE).sum()) == len(skipped)
+    # Every other sample is exactly what the clean dataset gives at that position.
+    for (x, y), (cx, cy) in zip(batches, clean):
+        keep = y != data.IGNORE
+        assert torch.equal(y[keep], cy[keep]) and torch.equal(x[keep], cx[keep])
+        for i in (~keep).nonzero().flatten().tolist():  # a stand-in: a copy of another image of the batch
+            assert any(torch.equal(x[i], x[j]) for j in keep.nonzero().flatten().tolist())
+    # The loss leaves them out: the same value as over the decodable samples alone.
+    logits = torch.randn(8, 4)
+    y = batches[0][1]
+    loss = torch.nn.CrossEntropyLoss()(logits, y)
+    assert torch.allclose(loss, torch.nn.CrossEntropyLoss()(logits[y >= 0], y[y >= 0]))
+
+
+def test_past_max_bad_samples_the_count_is_an_error():
+    labels = torch.tensor([0, data.IGNORE, 2, data.IGNORE])
+    assert data.count_skipped(labels, 0, limit=2) == 2
+    with pytest.raises(data.DataError, match=r"3 training samples on this rank could not be decoded .* more than "
+                                             r"data.max_bad_samples=2"):
+        data.count_skipped(labels, 1, limit=2)
+
+
+def test_a_truncated_jpeg_is_refused_not_filled_grey(shards: Path, tmp_path: Path):
+    root = tmp_path / "data"
+    changed = copy_dataset(shards, root, lambda key, ext, b: b[: len(b) * 2 // 3] if ext == "jpg" else b)
+    assert changed
+    sample = next(data._read(data.load_manifest(str(root)).train, [0], 4))
+    with pytest.raises(Exception):  # simplejpeg (strict) and PIL both refuse the cut-off data
+        TrainPreset(32)(sample.data, random.Random(0))
+
+
+def test_shard_lengths_that_do_not_match_the_shard_are_an_error(shards: Path):
+    split = data.load_manifest(str(shards)).train
+    inflated = dataclasses.replace(split, lengths=(split.lengths[0] + 5, *split.lengths[1:]))
+    with pytest.raises(data.DataError, match=rf"shard {split.urls[0]} holds 8 samples but _info.json says 13"):
+        list(data._read(inflated, [0], 4))
+
+
+def test_a_failing_pipe_command_names_the_shard(shards: Path, tmp_path: Path):
+    root = tmp_path / "data"
+    shutil.copytree(shards, root)
+    (root / "train" / "imagenet-train-000000.tar").unlink()
+    split = data.load_manifest(f"pipe:cat {root}/{{name}}").train
+    with pytest.raises(data.DataError, match=r"cannot read shard pipe:cat \S+/train/imagenet-train-000000\.tar"):
+        list(data._read(split, [0], 4))
