@@ -100,3 +100,15 @@ def test_a_failing_pipe_command_names_the_shard(shards: Path, tmp_path: Path):
     split = data.load_manifest(f"pipe:cat {root}/{{name}}").train
     with pytest.raises(data.DataError, match=r"cannot read shard pipe:cat \S+/train/imagenet-train-000000\.tar"):
         list(data._read(split, [0], 4))
+
+
+def test_the_gpu_decode_path_skips_alike(one_bad_per_shard):
+    """data.decode=gpu: workers only parse headers; one they cannot parse gets a stand-in and IGNORE."""
+    root, bad = one_bad_per_shard
+    split = data.load_manifest(str(root)).train
+    items = list(itertools.islice(data._read(split, [0], 4), 4))
+    items[0] = items[0]._replace(data=b"not a jpeg")  # a cut-off JPEG still has its header; this has none
+    data_, offsets, rows, labels = data._batch(TrainPreset(32), items, [random.Random(i) for i in range(4)], "gpu")
+    assert labels.tolist() == [data.IGNORE] + [s.label for s in items[1:]]
+    first = bytes(data_[offsets[0]:offsets[1]].numpy())
+    assert first == items[1].data  # the stand-in is another sample's JPEG, so nvJPEG never sees the bad bytes

@@ -262,9 +262,9 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: list[ran
     """
     labels = [s.label for s in items]
 
-    def attempt(i: int, work: Callable[[], Any]) -> Any:
+    def attempt(i: int, work: Callable[..., Any], *args: Any) -> Any:
         try:
-            return work()
+            return work(*args)
         except Exception as e:  # noqa: BLE001 - whatever the bytes are, one sample must not end the run
             log.warning("skipping sample %s of shard %s: it cannot be decoded (%s: %s)", items[i].key,
                         items[i].shard, type(e).__name__, _one_line(e))
@@ -272,14 +272,12 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: list[ran
             return None
 
     if decode == "gpu":
-        plans = [attempt(i, lambda s=s, r=r: (s.data, *preset.plan(s.data, r)))
-                 for i, (s, r) in enumerate(zip(items, rngs))]
-        good = next((p for p in plans if p is not None), None)
-        if good is None:
+        plans = [attempt(i, preset.plan, s.data, rng) for i, (s, rng) in enumerate(zip(items, rngs))]
+        good = [(s.data, *p) for s, p in zip(items, plans) if p is not None]
+        if not good:
             raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
-        return gpu_decode.pack((p or good for p in plans), labels)
-    images = collate((attempt(i, lambda s=s, r=r: preset(s.data, r)) for i, (s, r) in enumerate(zip(items, rngs))),
-                     len(items))
+        return gpu_decode.pack(((s.data, *p) if p else good[0] for s, p in zip(items, plans)), labels)
+    images = collate((attempt(i, preset, s.data, rng) for i, (s, rng) in enumerate(zip(items, rngs))), len(items))
     if images is None:
         raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
     return images, torch.tensor(labels, dtype=torch.int64)
