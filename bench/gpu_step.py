@@ -22,7 +22,7 @@ import torch
 
 from trainer import optim, step
 from trainer.config import ModelConfig, OptimConfig
-from trainer.model import build_model, flops_per_image, to_memory_format
+from trainer.model import build_model, flops_per_image, maybe_compile, to_memory_format
 from trainer.transforms import Normalize
 from trainer.validate import autocast_for
 
@@ -75,7 +75,7 @@ def measure(s: Setting, args: argparse.Namespace, device: torch.device, flops_tr
     optimizer = optim.build_optimizer(OptimConfig(lr=0.01), model)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    run_model = torch.compile(model) if s.compile else model
+    run_model = maybe_compile(model, s.compile)
     normalize, autocast = Normalize(device, s.channels_last), autocast_for(device, s.amp)
     gen = torch.Generator().manual_seed(0)
     # NCHW uint8 stored channels-last, like the loader's collate; normalize() moves it when it is on the host
@@ -191,9 +191,9 @@ def main(argv: list[str] | None = None) -> None:
 
     base = next((r for r in rows if r.img_s and r.setting == Setting(args.main_batch, "off", False, False)), None)
     for r in rows:
-        r.vs_baseline = r.img_s / base.img_s if (r.img_s and base) else None
+        r.vs_baseline = r.img_s / base.img_s if (r.img_s and base and base.img_s) else None
     measured = [r for r in rows if r.img_s]
-    best = max(measured, key=lambda r: r.img_s) if measured else None
+    best = max(measured, key=lambda r: r.img_s or 0.0) if measured else None
     print(f"device: {name}; model {args.model}: {flops_fwd / 1e9:.3f} GFLOP/image forward, x3 per training "
           f"image; bf16 peak {args.peak_tflops or '-'} TFLOP/s; cudnn.benchmark={args.cudnn_benchmark}")
     print(table(rows))

@@ -52,7 +52,7 @@ def generated_records(folder: str, count: int = 1000, classes: int = 100) -> lis
 
 def sequential(records: list[Record], out: str, shard_size: int, opts: EncodeOptions) -> None:
     """The plain loop: plan, then read -> encode -> TarWriter, one image after another."""
-    classes = class_table(sorted({r.wnid for r in records}))
+    classes = class_table(sorted({r.wnid for r in records if r.wnid is not None}))
     plan = make_plan({"train": records}, classes, seed=0, shard_size=shard_size,
                      prefix="imagenet", params={}, rejected=[])
     for shard in plan["splits"]["train"]:
@@ -69,7 +69,7 @@ def sequential(records: list[Record], out: str, shard_size: int, opts: EncodeOpt
 
 
 def ours(records: list[Record], out: str, shard_size: int, opts: EncodeOptions, workers: int) -> None:
-    classes = class_table(sorted({r.wnid for r in records}))
+    classes = class_table(sorted({r.wnid for r in records if r.wnid is not None}))
     cfg = PrepConfig(out, shard_size, 0, workers, "imagenet", opts, progress=False)
     prepare({"train": records}, classes, [], cfg, {"name": "bench"})
 

@@ -35,7 +35,7 @@ def _devkit_files(path: str) -> dict[str, bytes]:
                 for m in tf:
                     for want in (META, TRUTH):
                         if m.isreg() and (m.name == want or m.name.endswith("/" + want)):
-                            found[want] = tf.extractfile(m).read()
+                            found[want] = tf.extractfile(m).read()  # type: ignore[union-attr]  # a regular file
         except (tarfile.TarError, OSError) as e:
             raise PrepError(f"{path}: cannot read the devkit archive ({e})") from None
     missing = [w for w in (META, TRUTH) if w not in found]

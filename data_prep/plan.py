@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 import os
 import random
 from collections import Counter
@@ -42,7 +43,7 @@ def unique_keys(records: list[Record]) -> list[Record]:
 
 
 def make_plan(splits: dict[str, list[Record]], classes: list[dict], *, seed: int, shard_size: int,
-              prefix: str, params: dict, rejected: list[dict], skipped: list[dict] = ()) -> dict:
+              prefix: str, params: dict, rejected: list[dict], skipped: Sequence[dict] = ()) -> dict:
     """Build the JSON-able plan: per split, a list of shards, each a list of samples."""
     index = {c["wnid"]: c["index"] for c in classes}
     sources: dict[str, int] = {}

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from . import __version__
 from .encode import EncodeOptions
 from .manifest import INFO_FILE, merge, shard_records
-from .plan import make_plan, save_or_check_plan, shard_part
 from .parallel import open_pool
+from .plan import make_plan, save_or_check_plan, shard_part
 from .records import PrepError, Record, Rejected
 from .writer import ShardTask, remove_stale_tmp, run_tasks
 

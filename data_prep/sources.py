@@ -25,7 +25,8 @@ def _no_images(where: str) -> PrepError:
 
 def folder_records(root: str, classes: list[str]) -> tuple[list[Record], int]:
     """Images under root/<class>/... (any depth): records and the count of ignored files."""
-    records, ignored = [], 0
+    records: list[Record] = []
+    ignored = 0
 
     def unreadable(e: OSError) -> None:
         raise PrepError(f"cannot read {e.filename}: {e.strerror}") from None

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from trainer import config
 from trainer.config import ConfigError
+
+from conftest import ROOT
 
 SMOKE = ROOT / "configs" / "smoke_cpu.yaml"
 

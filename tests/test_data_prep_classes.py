@@ -11,10 +11,19 @@ import os
 import tarfile
 
 import pytest
-from fixtures_imagenet import (devkit, image_folder, jpeg, official_layout, read_shard_samples,
-                               tar_bytes, val_images, wnid)
 
 from data_prep.__main__ import main
+
+from fixtures_imagenet import (
+    devkit,
+    image_folder,
+    jpeg,
+    official_layout,
+    read_shard_samples,
+    tar_bytes,
+    val_images,
+    wnid,
+)
 
 RUN = ["--shard-size", "4", "--workers", "1", "--no-progress"]
 NOT_WNID = "not a WNID (n + 8 digits), so not an ImageNet class"

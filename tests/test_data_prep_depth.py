@@ -10,10 +10,11 @@ import os
 import numpy as np
 import pytest
 import simplejpeg
-from fixtures_imagenet import deep_pixels, float_tiff_bytes, image_folder, png16_bytes, read_shard_samples
 
 from data_prep.__main__ import main
 from data_prep.encode import EncodeOptions, RejectImage, to_rgb_jpeg
+
+from fixtures_imagenet import deep_pixels, float_tiff_bytes, image_folder, png16_bytes, read_shard_samples
 
 PIX = deep_pixels()                 # 0.05..0.95, mean 0.52
 

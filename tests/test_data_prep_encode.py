@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import simplejpeg
-from fixtures_imagenet import cmyk_jpeg, gray_jpeg, jpeg, png_bytes, truncated_jpeg
 
 from data_prep.encode import EncodeOptions, RejectImage, to_rgb_jpeg
+
+from fixtures_imagenet import cmyk_jpeg, gray_jpeg, jpeg, png_bytes, truncated_jpeg
 
 
 def test_valid_jpeg_bytes_are_kept():

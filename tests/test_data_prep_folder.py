@@ -12,9 +12,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import simplejpeg
-from fixtures_imagenet import image_folder
 
 from data_prep.__main__ import main
+
+from fixtures_imagenet import image_folder
 
 
 def read_shards(out: str, split: str) -> list[list[tuple[str, int]]]:

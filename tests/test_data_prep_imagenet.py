@@ -14,10 +14,20 @@ import tarfile
 import numpy as np
 import pytest
 import simplejpeg
-from fixtures_imagenet import (cmyk_jpeg, gray_jpeg, jpeg, official_layout, png_bytes,
-                               read_shard_samples, tar_bytes, truncated_jpeg, wnid)
 
 from data_prep.__main__ import main
+
+from fixtures_imagenet import (
+    cmyk_jpeg,
+    gray_jpeg,
+    jpeg,
+    official_layout,
+    png_bytes,
+    read_shard_samples,
+    tar_bytes,
+    truncated_jpeg,
+    wnid,
+)
 
 RUN = ["--shard-size", "4", "--workers", "1", "--no-progress"]
 BIG = jpeg(0, 4, 77, (80, 80))      # 6,400 px: over the --max-pixels 3000 used below

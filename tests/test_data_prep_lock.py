@@ -12,9 +12,10 @@ import sys
 import time
 
 import pytest
-from fixtures_imagenet import image_folder
 
 import data_prep
+
+from fixtures_imagenet import image_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(data_prep.__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")

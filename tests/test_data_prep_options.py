@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from fixtures_imagenet import image_folder
 
 import data_prep
 from data_prep.__main__ import main
+
+from fixtures_imagenet import image_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(data_prep.__file__)))
 RUN = ["--shard-size", "4", "--workers", "1", "--no-progress"]

@@ -12,10 +12,11 @@ import sys
 import time
 
 import pytest
-from fixtures_imagenet import official_layout
 
 import data_prep
 from data_prep.__main__ import main
+
+from fixtures_imagenet import official_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(data_prep.__file__)))
 

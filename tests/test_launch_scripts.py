@@ -14,8 +14,9 @@ import pytest
 import yaml
 from torch.distributed.run import get_args_parser
 
-from conftest import ROOT
 from trainer import config
+
+from conftest import ROOT
 
 LAUNCH = ROOT / "launch"
 SCRIPTS = sorted([*LAUNCH.glob("*.sh"), *LAUNCH.glob("*.sbatch")])

@@ -3,9 +3,10 @@
 import torch
 from torch import nn
 
-from conftest import run_module
 from trainer.config import ModelConfig
 from trainer.model import AlexNet, build_model, count_parameters, param_groups
+
+from conftest import run_module
 
 # The seed's torchsummary table: conv/pool/linear outputs at 3x224x224.
 SEED_SHAPES = [

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from resilience_procs import Run, logged_steps, trainer_args
 from trainer.config import WandbConfig
 from trainer.metrics import JsonlLogger, MultiLogger, NullLogger
+
+from resilience_procs import Run, logged_steps, trainer_args
 from wandb_records import history, read_records
 
 
@@ -143,7 +144,8 @@ def test_a_sigkilled_run_loses_no_wandb_row_on_resume(shards: Path, tmp_path: Pa
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # W&B's own axis only goes forward
 
     # A further start would log nothing again: W&B's files hold every row of metrics.jsonl (and the grids).
-    from trainer.wandb_history import held_rows, signature as _signature
+    from trainer.wandb_history import held_rows
+    from trainer.wandb_history import signature as _signature
 
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert not Counter(_signature(step, row) for step, row in local) - held_rows(run_dir / "wandb", run_id)

@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
 from trainer import config, metrics, plot
 from trainer.config import ConfigError, WandbConfig
 from trainer.progress import ProgressLogger
 from trainer.sample_grid import LABEL_HEIGHT, sample_grid
+
+from conftest import ROOT
 from wandb_records import read_records
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS, run_module
 from trainer import config
 from trainer.config import ModelConfig
 from trainer.model import AlexNet, AlexNetBN, build_model, flops_per_image, param_groups
+
+from conftest import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS, run_module
 
 BATCH, STEPS = 8, 3
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH

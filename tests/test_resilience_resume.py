@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from resilience_procs import (Run, assert_bitwise_equal, checkpoint_steps, load, logged_steps, past_step,
-                              torchrun, trainer_args)
+from resilience_procs import (
+    Run,
+    assert_bitwise_equal,
+    checkpoint_steps,
+    load,
+    logged_steps,
+    past_step,
+    torchrun,
+    trainer_args,
+)
 
 pytestmark = pytest.mark.timeout(420)
 

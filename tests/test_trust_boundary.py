@@ -20,11 +20,12 @@ import pytest
 import torch
 import webdataset as wds
 
-from conftest import ROOT, run_module
-from resilience_procs import MODEL
 from trainer import data, metrics, storage
 from trainer.config import ModelConfig
 from trainer.model import build_model
+
+from conftest import ROOT, run_module
+from resilience_procs import MODEL
 
 TIMEOUT = 240  # seconds, per process; the slowest (export) takes ~15 s on an idle CPU
 

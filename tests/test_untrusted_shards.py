@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARD_SIZE
-from test_faults import copy_dataset
 from trainer import data
 from trainer.config import DataConfig
 from trainer.transforms import TrainPreset
+
+from conftest import SHARD_SIZE
+from test_faults import copy_dataset
 
 STEPS = 3  # 24 of the fixture's 48 training images, one process, no workers
 

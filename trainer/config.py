@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal, Union
 
 import yaml
@@ -115,9 +116,9 @@ class WandbConfig:
 
     mode: Literal["online", "offline", "disabled"] = "offline"  # online falls back to offline on any trouble
     project: str = "imagenet-trainer"
-    entity: Union[str, None] = None  # team or user; None: the API key's default entity
-    name: Union[str, None] = None  # display name; None: the run directory's name
-    group: Union[str, None] = None  # groups runs in the UI (e.g. one sweep)
+    entity: str | None = None  # team or user; None: the API key's default entity
+    name: str | None = None  # display name; None: the run directory's name
+    group: str | None = None  # groups runs in the UI (e.g. one sweep)
     tags: list[str] = field(default_factory=list)  # tags=a,b on the command line
     log_checkpoints: bool = False  # upload checkpoints as artifacts (aliases latest, best): ~600 MB each
     image_grid: int = 16  # augmented training images shown (with class names) at start; 0 = none
@@ -163,7 +164,7 @@ class Config:
             raise ConfigError(f"ddp.bucket_cap_mb={self.ddp.bucket_cap_mb} must be >= 1 with model.compile=true")
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML recipe (the ImageNet recipe when None) and apply dotted `key=value` overrides."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
@@ -184,7 +185,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(tree: dict[str, Any], overrides: list[str] = ()) -> Config:
+def from_dict(tree: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
     """A config from plain data (e.g. a checkpoint's), with the same `key=value` overrides as `load`."""
     tree = copy.deepcopy(tree)
     _apply_overrides(tree, overrides)
@@ -195,7 +196,7 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _apply_overrides(tree: dict, overrides: list[str]) -> None:
+def _apply_overrides(tree: dict, overrides: Sequence[str]) -> None:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -233,7 +234,7 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
     for name, value in tree.items():
         hint = hints[name]
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key + ".")
         else:
             kwargs[name] = _coerce(value, hint, key)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as torch_dist
@@ -22,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.config import ConfigError, DDPConfig
 
-
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_cpu_group = None  # the process group for `agree_max`; None: the default one
+_cpu_group: torch_dist.ProcessGroup | None = None  # the process group for `agree_max`; None: the default one
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def setup(device: str, timeout_minutes: float) -> DistInfo:
         )
         # Small per-step agreements travel on CPU tensors: on CUDA a gloo group beside nccl, so that
         # they never wait for (or sync with) the GPU queue. On the CPU the default group is gloo already.
-        _cpu_group = torch_dist.new_group(backend="gloo", timeout=timeout) if use_cuda else None
+        _cpu_group = cast(torch_dist.ProcessGroup, torch_dist.new_group(backend="gloo", timeout=timeout)) \
+            if use_cuda else None
     return DistInfo(rank, local_rank, world_size, dev)
 
 
@@ -100,7 +102,7 @@ def weights_digest(model: nn.Module) -> int:
     """
     h = hashlib.blake2b(digest_size=6)
     for p in model.parameters():
-        h.update(p.detach().reshape(-1).cpu().view(torch.uint8).numpy())
+        h.update(p.detach().reshape(-1).cpu().view(torch.uint8).numpy().data)
     return int.from_bytes(h.digest(), "big")
 
 
@@ -155,7 +157,7 @@ def gather_ints(value: int, info: DistInfo) -> list[int]:
     return [int(t.item()) for t in out]
 
 
-def broadcast_object(obj: object, info: DistInfo) -> object:
+def broadcast_object(obj: T, info: DistInfo) -> T:
     """The main rank's value of `obj` on every rank."""
     if info.world_size == 1:
         return obj

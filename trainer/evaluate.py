@@ -32,7 +32,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     import torch
 
     from trainer import data
-    from trainer.model import build_model, to_memory_format
+    from trainer.model import build_model, maybe_compile, to_memory_format
     from trainer.transforms import Normalize
     from trainer.validate import autocast_for, validate
 
@@ -52,7 +52,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
         ) from e
     model = to_memory_format(model.to(info.device), cfg.model.channels_last)
     # Run the model as training ran it (compiled or not, same autocast), so the numbers agree.
-    run_model = torch.compile(model) if cfg.model.compile else model
+    run_model = maybe_compile(model, cfg.model.compile)
     local_batch = max(1, cfg.train.batch_size // info.world_size)
     metrics = validate(run_model, manifest.val, cfg.data, info, Normalize(info.device, cfg.model.channels_last),
                        autocast_for(info.device, cfg.amp), local_batch, num_classes)

@@ -119,11 +119,11 @@ class StepGuard:
         due = self.every_s > 0 and time.monotonic() - self.last_save >= self.every_s
         exact = will_save or not self.watch.cuda
         bad, streak = self.watch.exact() if exact else self.watch.new()
-        stop, bad, streak, due = dist.agree_max([int(self.stop.requested), bad, streak, int(due)], self.info)
-        if (stop or due) and not exact:  # a checkpoint follows: never write one after an unseen NaN
+        stop, bad, streak, any_due = dist.agree_max([int(self.stop.requested), bad, streak, int(due)], self.info)
+        if (stop or any_due) and not exact:  # a checkpoint follows: never write one after an unseen NaN
             more, streak = dist.agree_max(list(self.watch.exact()), self.info)
             bad += more
-        return Verdict(stop=stop > 0, nonfinite=bad, streak=streak, save_due=due > 0)
+        return Verdict(stop=stop > 0, nonfinite=bad, streak=streak, save_due=any_due > 0)
 
     def stop_requested(self) -> bool:
         """Whether any rank got a stop signal (a collective: call it on every rank at the same point)."""

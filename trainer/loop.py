@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from trainer import checkpoint, data, dist, dirlock, lifecycle, metrics, optim, step
+from trainer import checkpoint, data, dirlock, dist, lifecycle, metrics, optim, step
 from trainer.config import Config, ConfigError, dump, to_dict
 from trainer.guard import StepGuard, ignore_stop_signals
 from trainer.lifecycle import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED
-from trainer.model import build_model, check_input_size, to_memory_format
+from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format
 from trainer.resume import Position, data_plan, resume_position
 from trainer.seeding import derive_seed
 from trainer.transforms import Normalize
@@ -107,7 +107,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
         end_step=min(total_steps, cfg.train.max_steps or total_steps), class_names=manifest.class_names,
     )
 
-    train_model = dist.wrap(torch.compile(model) if cfg.model.compile else model, info, cfg.ddp)
+    train_model = dist.wrap(maybe_compile(model, cfg.model.compile), info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
     autocast = autocast_for(info.device, cfg.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)

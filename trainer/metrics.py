@@ -85,7 +85,7 @@ class JsonlLogger:
             self.file.write("\n")  # that it does not swallow the next row
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        row = {"step": step, "time": round(time.time(), 3)}
+        row: dict[str, Any] = {"step": step, "time": round(time.time(), 3)}
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))})
         self.file.write(json.dumps(row) + "\n")
 
@@ -161,14 +161,16 @@ class MultiLogger:
                 log.warning("closing %s failed: %s", type(backend).__name__, e)
 
 
-def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str, config: dict[str, Any], *,
+def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str | None, config: dict[str, Any], *,
                  start_step: int = 0, end_step: int = 0, class_names: tuple[str, ...] = ()) -> Logger:
     """Progress + JSONL + W&B on the main rank (W&B per `cfg.mode`), a NullLogger elsewhere.
 
     `end_step` is where the run will stop (for the ETA); `config` is the resolved config as plain data.
+    `run_id` is the W&B run id, which only the main rank knows (None elsewhere).
     """
     if not is_main:
         return NullLogger()
+    assert run_id is not None, "the main rank resolves the W&B run id before building its logger"
     from trainer.progress import ProgressLogger
 
     env = environment()
@@ -194,29 +196,29 @@ def resolve_run_id(run_dir: Path, from_checkpoint: object) -> str:
     Both sources are data (a checkpoint may come from elsewhere) and the id becomes part of paths under
     run_dir/wandb, so anything but a W&B-style id ([a-z0-9], at most 64) is ignored with a warning.
     """
-    def _valid_run_id(run_id: object) -> bool:
-        return (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isascii() and run_id.isalnum()
-                and run_id == run_id.lower())
-
     path = run_dir / RUN_ID_FILE
     saved = path.read_text(errors="replace").strip() if path.is_file() else ""
     if saved and not _valid_run_id(saved):
         log.warning("%s holds %r, not a W&B run id ([a-z0-9]+); ignoring it", path, saved[:80])
         saved = ""
-    if from_checkpoint is not None and not _valid_run_id(from_checkpoint):
+    stored = from_checkpoint if isinstance(from_checkpoint, str) and _valid_run_id(from_checkpoint) else None
+    if from_checkpoint is not None and stored is None:
         log.warning("the checkpoint's W&B run id %r is not a W&B run id ([a-z0-9]+); ignoring it",
                     str(from_checkpoint)[:80])
-        from_checkpoint = None
-    if from_checkpoint and saved and saved != from_checkpoint:
-        log.warning("%s says W&B run %s but the checkpoint says %s; continuing %s",
-                    path, saved, from_checkpoint, from_checkpoint)
-    run_id = from_checkpoint or saved or secrets.token_hex(4)
+    if stored and saved and saved != stored:
+        log.warning("%s says W&B run %s but the checkpoint says %s; continuing %s", path, saved, stored, stored)
+    run_id = stored or saved or secrets.token_hex(4)
     if run_id != saved:
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(run_id + "\n")
         os.replace(tmp, path)
     return run_id
+
+
+def _valid_run_id(run_id: object) -> bool:
+    return (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isascii() and run_id.isalnum()
+            and run_id == run_id.lower())
 
 
 def environment() -> dict[str, Any]:

@@ -7,6 +7,8 @@ parameters with 1000 classes. Parameter groups keep weight decay off biases and 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -103,7 +105,8 @@ def check_input_size(cfg: ModelConfig, num_classes: int, image_size: int) -> Non
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two optimizer groups: weight decay on weight matrices and kernels, none on biases and norms."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -115,6 +118,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:
+    """`torch.compile(model)` when `compile` (model.compile), else the model itself."""
+    return cast(nn.Module, torch.compile(model)) if compile else model
 
 
 def to_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:

@@ -62,7 +62,8 @@ class ProgressLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.redirect.__exit__(None, None, None)
+            if self.redirect is not None:
+                self.redirect.__exit__(None, None, None)
             self.bar = None
 
     def _line(self, metrics: dict[str, Any], step: int) -> str:

@@ -29,7 +29,7 @@ def sample_grid(images: torch.Tensor, labels: torch.Tensor, class_names: tuple[s
     pixels = images[:n].detach().to("cpu", torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     for i in range(n):
         x, y = (i % cols) * width, (i // cols) * (height + LABEL_HEIGHT)
-        canvas.paste(Image.fromarray(pixels[i]).resize((width, height), Image.NEAREST), (x, y))
+        canvas.paste(Image.fromarray(pixels[i]).resize((width, height), Image.Resampling.NEAREST), (x, y))
         draw.text((x + 2, y + height + 1), _fit(draw, _name(int(labels[i]), class_names), width - 4), fill="black")
     return canvas
 

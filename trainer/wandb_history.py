@@ -73,7 +73,7 @@ def read_records(path: Path) -> Iterator[Any]:
             break
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):  # FULL or LAST: a whole record
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf
             record.ParseFromString(pending)
             yield record
 

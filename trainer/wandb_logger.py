@@ -36,7 +36,7 @@ class WandbLogger:
         self.wandb, self.cfg, self.run_dir, self.run_id = wandb, cfg, run_dir, run_id
         self.offline, self.broken, self.preempted = cfg.mode == "offline", False, False
         self.pending: tuple[Path, int, bool] | None = None  # the newest checkpoint, not yet uploaded
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             project=cfg.project, entity=cfg.entity, name=cfg.name or run_dir.resolve().name, group=cfg.group,
             tags=cfg.tags or None, dir=str(run_dir), id=run_id, resume="allow", config=config,
             settings=wandb.Settings(init_timeout=cfg.init_timeout_s, login_timeout=cfg.init_timeout_s,
@@ -145,6 +145,7 @@ class WandbLogger:
         return f"wandb sync {self.run_dir / 'wandb'}/offline-run-*-{self.run_id}"
 
     def _upload(self) -> None:
+        assert self.pending is not None
         path, step, best = self.pending
         self.pending = None
         if not path.is_file():  # rotated away already (checkpoint.keep_last=1 and frequent saves)
