@@ -67,6 +67,17 @@ def save(state: dict[str, Any], directory: Path, step: int, keep_last: int) -> P
     return final
 
 
+def due(step: int, *, every_steps: int, epoch_done: bool, clock_due: bool = False, stop: bool = False) -> bool:
+    """Whether to save right after `step`: on a stop request, else mid-epoch every `every_steps` steps
+    (checkpoint.every_steps) or when checkpoint.every_minutes has passed (`clock_due`). Never at the end
+    of an epoch: the loop saves there anyway, before and after validation."""
+    if stop:
+        return True
+    if epoch_done:
+        return False
+    return (every_steps > 0 and step % every_steps == 0) or clock_due
+
+
 def mark_best(path: Path) -> Path:
     """Make `best.pt` beside `path` the same file as `path` (a hard link; a copy where links fail)."""
     best, tmp = path.parent / BEST, path.parent / (BEST + ".tmp")

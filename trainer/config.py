@@ -10,9 +10,9 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Literal, Union
 
 import yaml
@@ -300,7 +300,8 @@ def _check_ranges(cfg: Any, prefix: str) -> None:
         if key in _NON_NEGATIVE and not value >= 0:
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
         if key == "run.dir" and not value.strip():
-            raise ConfigError("run.dir is empty: name the folder for this run's checkpoints and logs, e.g. runs/alexnet")
+            raise ConfigError("run.dir is empty: name the folder for this run's checkpoints and logs, "
+                              "e.g. runs/alexnet")
         if key == "checkpoint.keep_last" and value < 2:
             raise ConfigError(f"{key} must be >= 2 (got {value}): when the newest checkpoint is damaged, "
                               "resuming falls back to the one before it")

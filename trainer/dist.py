@@ -148,6 +148,15 @@ def peer_failure(error: BaseException) -> str | None:
     return None
 
 
+def same_count(count: int, what: str, info: DistInfo) -> int:
+    """`count`, checked equal on every rank (a sync point); a RuntimeError naming each rank's otherwise.
+    Ranks that took different numbers of batches would deadlock DDP or silently diverge."""
+    counts = gather_ints(count, info)
+    if len(set(counts)) > 1:
+        raise RuntimeError(f"ranks took different numbers of {what}: {counts}")
+    return counts[0]
+
+
 def gather_ints(value: int, info: DistInfo) -> list[int]:
     """Every rank's `value`, in rank order, on every rank."""
     if info.world_size == 1:

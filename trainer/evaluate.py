@@ -7,8 +7,9 @@ The run's own config (stored in the checkpoint) is used, with `key=value` overri
 data.root, device, data.workers), so the model runs as in training: same amp, memory format and
 torch.compile (model.compile=false saves the compile time; the last bits of the loss may then
 differ). A checkpoint is data, not code: its stored data.root is used only when it is a plain local
-path; a `pipe:` command, template or URL root must be given again as data.root= on the command line. Prints one JSON object on stdout from the main rank, with the metric names the training
-run logged (val/top1, val/top5, val/loss, val/count).
+path; a `pipe:` command, template or URL root must be given again as data.root= on the command line.
+Prints one JSON object on stdout from the main rank, with the metric names the training run logged
+(val/top1, val/top5, val/loss, val/count).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 
 def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo) -> dict[str, Any]:
     """The validation metrics of the weights in `state`, on this process group (any world size)."""
-    import torch
 
     from trainer import data
     from trainer.model import build_model, maybe_compile, to_memory_format
+    from trainer.step import autocast_for
     from trainer.transforms import Normalize
-    from trainer.validate import autocast_for, validate
+    from trainer.validate import validate
 
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise config.ConfigError("amp=fp16 needs CUDA; pass amp=bf16 or amp=off to evaluate on the CPU")
@@ -69,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     from trainer import checkpoint, dist, storage  # after argument parsing: importing torch takes seconds
+    from trainer.train_state import stored_config
 
     try:
         state = checkpoint.load(Path(args.checkpoint))
-        if not isinstance(state.get("config"), dict):
-            raise checkpoint.CheckpointError(f"checkpoint {args.checkpoint} holds no run config ('config')")
-        cfg = config.from_dict(state["config"], args.overrides)
+        cfg = stored_config(state, args.checkpoint, args.overrides)
     except (checkpoint.CheckpointError, config.ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     if not _root_given(args.overrides) and not storage.is_local(cfg.data.root):

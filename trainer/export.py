@@ -29,6 +29,7 @@ from torch import nn
 from trainer import checkpoint, config, data, storage
 from trainer.config import ModelConfig
 from trainer.model import build_model
+from trainer.train_state import stored_config
 from trainer.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CHECK_BATCH = 3  # not the export example's batch of 2: the check also exercises the dynamic batch size
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                        "the .pt2 and .json files are written beside it\n")
     try:
         state = checkpoint.load(Path(args.checkpoint))
-        cfg = config.from_dict(state.get("config") or {})
+        cfg = stored_config(state, args.checkpoint)
     except (checkpoint.CheckpointError, config.ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     meta = {

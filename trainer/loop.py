@@ -19,21 +19,21 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from trainer import checkpoint, data, dirlock, dist, lifecycle, metrics, optim, step
 from trainer.config import Config, ConfigError, dump, to_dict
-from trainer.guard import StepGuard, ignore_stop_signals
+from trainer.guard import StepGuard, Verdict, ignore_stop_signals
 from trainer.lifecycle import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED
+from trainer.meters import StepMeter
 from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format
-from trainer.resume import Position, data_plan, resume_position
+from trainer.resume import data_plan
 from trainer.seeding import derive_seed
+from trainer.train_state import TrainState
 from trainer.transforms import Normalize
-from trainer.validate import autocast_for, validate
+from trainer.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,8 @@ def run(cfg: Config) -> int:
 
 
 def _train(cfg: Config, info: dist.DistInfo) -> int:
-    guard = StepGuard(info, cfg.checkpoint.every_minutes)  # handles SIGTERM/SIGUSR1 from here on
-    if cfg.train.batch_size % info.world_size:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {info.world_size} ranks")
-    if cfg.amp == "fp16" and info.device.type != "cuda":
-        raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
-    data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
+    guard = StepGuard(info, cfg.checkpoint.every_minutes)  # handles SIGTERM/SIGUSR1/Ctrl-C from here on
+    _check_for_this_run(cfg, info)
     run_dir, ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
     # One writer per run.dir; the lock goes with the process, so a killed run never leaves it behind.
     lock = dirlock.acquire(run_dir, "run.dir") if info.is_main else None
@@ -76,54 +72,36 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
 
     check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, num_classes)
-    model = to_memory_format(model.to(info.device), cfg.model.channels_last)
-    optimizer = optim.build_optimizer(cfg.optim, model)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16")
-    pos, run_id, best_top1, skipped = Position(), None, None, 0
-    plan = data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
-                     batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
-                     train_samples=manifest.train.num_samples, steps_per_epoch=steps_per_epoch)
-
+    model = to_memory_format(build_model(cfg.model, num_classes).to(info.device), cfg.model.channels_last)
+    ts = TrainState(model, optim.build_optimizer(cfg.optim, model),
+                    torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16"), config=to_dict(cfg),
+                    plan=data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
+                                   batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
+                                   train_samples=manifest.train.num_samples, steps_per_epoch=steps_per_epoch))
     # The main rank picks the checkpoint so that every rank resumes from the same file.
     found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
     chosen = dist.broadcast_object(str(found[0]) if found else None, info)
     if chosen:
-        state = found[1] if found else checkpoint.load(Path(chosen))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        pos = resume_position(state, plan, chosen)
-        run_id, best_top1 = state.get("wandb_run_id"), state.get("best_val_top1")
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", chosen, pos.step, pos.epoch, pos.step_in_epoch)
-
+        ts.restore(found[1] if found else checkpoint.load(Path(chosen)), chosen)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump(cfg))
-        run_id = metrics.resolve_run_id(run_dir, run_id)  # also kept in run_dir: a restart continues it
-    start_step = pos.step
+        ts.run_id = metrics.resolve_run_id(run_dir, ts.run_id)  # also kept in run_dir: a restart continues it
+    pos, start_step, skipped = ts.pos, ts.pos.step, 0
     logger = metrics.build_logger(
-        info.is_main, cfg.wandb, run_dir, run_id, to_dict(cfg), start_step=start_step,
+        info.is_main, cfg.wandb, run_dir, ts.run_id, ts.config, start_step=start_step,
         end_step=min(total_steps, cfg.train.max_steps or total_steps), class_names=manifest.class_names,
     )
-
     train_model = dist.wrap(maybe_compile(model, cfg.model.compile), info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
-    autocast = autocast_for(info.device, cfg.amp)
+    autocast = step.autocast_for(info.device, cfg.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    meter = StepMeter(info.device, cfg.train.batch_size)
 
     def save(val: dict[str, float] | None = None) -> None:
-        nonlocal best_top1
         guard.saved()
-        improved = val is not None and (best_top1 is None or val["val/top1"] > best_top1)
-        best_top1 = val["val/top1"] if improved else best_top1
+        improved = ts.record_val(val)
         if info.is_main:
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "step": pos.step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "data": plan,
-                "val": val, "best_val_top1": best_top1, "config": to_dict(cfg), "wandb_run_id": run_id,
-            }  # no RNG state: every draw is derived from the seed (in `plan`) and the position
-            path = checkpoint.save(state, ckpt_dir, pos.step, cfg.checkpoint.keep_last)
+            path = checkpoint.save(ts.to_checkpoint(val), ckpt_dir, pos.step, cfg.checkpoint.keep_last)
             if improved and cfg.checkpoint.keep_best:
                 checkpoint.mark_best(path)
             log.info("saved checkpoint %s%s", path, " (best so far)" if improved else "")
@@ -141,72 +119,48 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             )
             train_model.train()
             first_batch = pos.step_in_epoch
-            loss_sum = torch.zeros(2, device=info.device)  # [sum of losses, steps] since the last log
-            wait, tick = 0.0, time.perf_counter()
             batches = iter(loader) if first_batch < steps_per_epoch else iter(())  # (): resumed at the end
             while pos.step_in_epoch < steps_per_epoch and not finished():
-                t0 = time.perf_counter()
-                images, targets = next(batches)
-                wait += time.perf_counter() - t0
+                with meter.waiting():
+                    images, targets = next(batches)
                 skipped = data.count_skipped(targets, skipped, cfg.data.max_bad_samples)
                 if pos.step == start_step:  # once per start: what the augmentation feeds the model
                     logger.log_samples(images, targets, pos.step)
-
                 lr = optim.lr_at(pos.step, steps_per_epoch, total_steps, cfg.optim.lr, cfg.schedule)
-                optim.set_lr(optimizer, lr)
+                optim.set_lr(ts.optimizer, lr)
                 torch.manual_seed(derive_seed(cfg.seed, "step", info.rank, pos.step))  # dropout masks
-                loss = step.train_step(
-                    train_model, normalize(images), targets.to(info.device, non_blocking=True),
-                    optimizer, scaler, criterion, autocast, cfg.train.grad_clip,
-                )
-                loss_sum += torch.stack([loss.float(), loss.new_ones((), dtype=torch.float32)])
-                pos.step += 1
-                pos.step_in_epoch += 1
+                loss = step.train_step(train_model, normalize(images), targets.to(info.device, non_blocking=True),
+                                       ts.optimizer, ts.scaler, criterion, autocast, cfg.train.grad_clip)
+                meter.add(loss)
+                pos.advance()
                 epoch_done = pos.step_in_epoch >= steps_per_epoch or finished()  # the epoch's end saves
                 every = cfg.checkpoint.every_steps
-                interval_save = every > 0 and pos.step % every == 0 and not epoch_done
-                verdict = guard.check(loss, will_save=interval_save or epoch_done)  # a sync point (CPU only)
-                if verdict.nonfinite:
-                    if not scaler.is_enabled() or verdict.streak >= cfg.run.max_nonfinite_steps:
-                        log.error(_nonfinite_message(info.rank, pos.step, verdict.streak, ckpt_dir, scaler))
-                        return EXIT_NONFINITE
-                    log.warning("rank %d: non-finite loss at step %d; GradScaler skipped this update (%d in a "
-                                "row, the run stops at run.max_nonfinite_steps=%d)", info.rank, pos.step,
-                                verdict.streak, cfg.run.max_nonfinite_steps)
-
+                verdict = guard.check(loss, will_save=epoch_done or checkpoint.due(  # a sync point (CPU only)
+                    pos.step, every_steps=every, epoch_done=epoch_done))
+                if verdict.nonfinite and _nonfinite_stops(verdict, ts.scaler, cfg, info.rank, pos.step, ckpt_dir):
+                    return EXIT_NONFINITE
                 if pos.step % cfg.train.log_every == 0:
-                    dist.all_reduce_sum(loss_sum, info)  # a sync point: only on log steps
-                    elapsed = time.perf_counter() - tick
-                    steps = loss_sum[1].item() / info.world_size
-                    logger.log({
-                        "train/loss": loss_sum[0].item() / loss_sum[1].item(),
-                        "train/lr": lr,
-                        "train/epoch": pos.epoch + pos.step_in_epoch / steps_per_epoch,
-                        "perf/images_per_s": steps * cfg.train.batch_size / elapsed,
-                        "perf/step_time_s": elapsed / steps,
-                        "perf/data_wait_fraction": wait / elapsed,
-                        **metrics.gpu_memory(info.device),
-                    }, pos.step)
-                    loss_sum.zero_()
-                    wait, tick = 0.0, time.perf_counter()
-                if verdict.stop:
-                    return _stop(save, logger, info, pos.step)
-                if interval_save or (verdict.save_due and not epoch_done):
+                    loss_mean, perf = meter.report(info)  # a sync point: only on log steps
+                    logger.log({"train/loss": loss_mean, "train/lr": lr,
+                                "train/epoch": pos.epoch + pos.step_in_epoch / steps_per_epoch,
+                                **perf, **metrics.gpu_memory(info.device)}, pos.step)
+                if checkpoint.due(pos.step, every_steps=every, epoch_done=epoch_done, clock_due=verdict.save_due,
+                                  stop=verdict.stop):
                     save()
+                if verdict.stop:
+                    return _stop(logger, info, pos.step)
             del batches, loader  # stop this epoch's workers before validation starts its own
-            taken = dist.gather_ints(pos.step_in_epoch - first_batch, info)
-            if len(set(taken)) > 1:  # DDP would deadlock or silently diverge; say so instead
-                raise RuntimeError(f"ranks took different numbers of batches this epoch: {taken}")
-            logger.log({"train/epoch_batches": taken[0]}, pos.step)
+            logger.log({"train/epoch_batches": dist.same_count(pos.step_in_epoch - first_batch, "batches this "
+                                                                "epoch", info)}, pos.step)
             if cfg.ddp.check_weights:  # replicas that drifted apart are stopped here, not trained on
                 logger.log({"ddp/weights_digest": dist.check_weights_agree(model, info)}, pos.step)
 
             if manifest.val is not None:
                 save()  # before validating: a stop (or a kill) during validation then loses no training
                 if guard.stop_requested():
-                    return _stop(save, logger, info, pos.step, saved=True)
+                    return _stop(logger, info, pos.step)
             if pos.step_in_epoch >= steps_per_epoch:
-                pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+                pos.next_epoch()
             val = None
             if manifest.val is not None:
                 val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch,
@@ -220,17 +174,37 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             lock.release()
 
 
-def _stop(save: Any, logger: metrics.Logger, info: dist.DistInfo, step: int, saved: bool = False) -> int:
+def _check_for_this_run(cfg: Config, info: dist.DistInfo) -> None:
+    """What the config alone cannot check: it depends on the world size and the device."""
+    if cfg.train.batch_size % info.world_size:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {info.world_size} ranks")
+    if cfg.amp == "fp16" and info.device.type != "cuda":
+        raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
+    data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
+
+
+def _stop(logger: metrics.Logger, info: dist.DistInfo, step: int) -> int:
+    """After a stop request's checkpoint: every rank waits until it is on disk, then exits."""
     logger.preempting()  # W&B shows the run as preempted (to be resumed), not finished
-    if not saved:
-        save()
     dist.barrier(info)  # nobody exits before the checkpoint is on disk
     log.warning("rank %d: stopped by a signal at step %d, checkpoint saved; resume with the same command",
                 info.rank, step)
     return EXIT_PREEMPTED
 
 
-def _nonfinite_message(rank: int, step: int, streak: int, ckpt_dir: Path, scaler: Any) -> str:
+def _nonfinite_stops(verdict: Verdict, scaler: torch.amp.GradScaler, cfg: Config, rank: int, step: int,
+                     ckpt_dir: Path) -> bool:
+    """Whether a non-finite loss ends the run: always without fp16's GradScaler, which otherwise skips the
+    update, until run.max_nonfinite_steps in a row."""
+    if not scaler.is_enabled() or verdict.streak >= cfg.run.max_nonfinite_steps:
+        log.error(_nonfinite_message(rank, step, verdict.streak, ckpt_dir, scaler))
+        return True
+    log.warning("rank %d: non-finite loss at step %d; GradScaler skipped this update (%d in a row, the run "
+                "stops at run.max_nonfinite_steps=%d)", rank, step, verdict.streak, cfg.run.max_nonfinite_steps)
+    return False
+
+
+def _nonfinite_message(rank: int, step: int, streak: int, ckpt_dir: Path, scaler: torch.amp.GradScaler) -> str:
     saved = checkpoint.list_checkpoints(ckpt_dir)
     last = f"the newest checkpoint, {saved[-1]}, is the last good state" if saved else "no checkpoint exists yet"
     skipped = f" after {streak} in a row, each skipped by GradScaler" if scaler.is_enabled() else ""

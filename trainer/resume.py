@@ -22,6 +22,14 @@ class Position:
     epoch: int = 0
     step_in_epoch: int = 0
 
+    def advance(self) -> None:
+        """One optimizer step taken."""
+        self.step += 1
+        self.step_in_epoch += 1
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
 
 def data_plan(*, seed: int, world_size: int, workers: int, batch_size: int, shuffle_buffer: int,
               train_samples: int, steps_per_epoch: int) -> dict[str, int]:

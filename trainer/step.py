@@ -1,4 +1,4 @@
-"""One training step and the evaluation pass: no I/O, no rank checks, no logging.
+"""One training step, the evaluation pass and the autocast they run under: no I/O, no rank checks, no logging.
 
 Both return tensors on the device and leave it to the caller when to synchronise (`.item()` is a
 sync point, so the loop only does it when it logs).
@@ -7,10 +7,18 @@ sync point, so the loop only does it when it logs).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, amp: str) -> Callable[[], AbstractContextManager]:
+    """A factory of autocast contexts for `amp` ("off" | "bf16" | "fp16") on `device`."""
+    dtype = AMP_DTYPES.get(amp)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
 
 def accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:

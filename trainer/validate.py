@@ -7,21 +7,13 @@ report the same numbers for the same weights.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import torch
 
 from trainer import data, dist, step
 from trainer.config import DataConfig
 from trainer.transforms import Normalize
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_for(device: torch.device, amp: str) -> Callable[[], AbstractContextManager]:
-    """A factory of autocast contexts for `amp` ("off" | "bf16" | "fp16") on `device`."""
-    dtype = AMP_DTYPES.get(amp)
-    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
 
 def validate(model: torch.nn.Module, split: data.Split, cfg: DataConfig, info: dist.DistInfo,
