@@ -60,9 +60,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "alexnet"  # "alexnet" (the seed), "alexnet_bn" (with batch norm) or "torchvision:<name>"
     num_classes: int = 0  # 0: take the number of classes from the dataset manifest
-    dropout: float = 0.5
-    channels_last: bool = False
-    compile: bool = False
+    dropout: float = 0.5  # before each of the classifier's hidden layers (AlexNet); torchvision models: ignored
+    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor cores
+    compile: bool = False  # torch.compile the model (paid once per start)
 
     def __post_init__(self) -> None:
         if self.name not in ("alexnet", "alexnet_bn") and not (
@@ -73,28 +73,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: Literal["sgd"] = "sgd"
+    name: Literal["sgd"] = "sgd"  # the optimizer
     lr: float = 0.01  # for the global batch size given in train.batch_size
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum (its buffers are in every checkpoint)
     weight_decay: float = 5e-4  # not applied to biases (parameters with ndim < 2)
-    nesterov: bool = False
+    nesterov: bool = False  # Nesterov momentum
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: Literal["step", "cosine", "constant"] = "step"
+    name: Literal["step", "cosine", "constant"] = "step"  # the lr schedule, a pure function of the step
     step_epochs: float = 30  # "step": multiply the lr by gamma every step_epochs epochs
-    gamma: float = 0.1
+    gamma: float = 0.1  # "step": the factor at each step_epochs boundary
     warmup_epochs: float = 0  # linear warmup from 0, for any schedule
     min_lr: float = 0.0  # "cosine": the floor
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 90
+    epochs: int = 90  # passes over the training split
     max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
     batch_size: int = 256  # global: split evenly over ranks
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # CrossEntropyLoss(label_smoothing=...); 0 = off
     log_every: int = 20  # steps between training-metric logs (each one is a device sync)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
 
@@ -115,12 +115,12 @@ class WandbConfig:
     """Weights & Biases, from the main rank only; docs/monitoring.md. W&B trouble never stops a run."""
 
     mode: Literal["online", "offline", "disabled"] = "offline"  # online falls back to offline on any trouble
-    project: str = "imagenet-trainer"
+    project: str = "imagenet-trainer"  # the W&B project the run is logged to
     entity: str | None = None  # team or user; None: the API key's default entity
     name: str | None = None  # display name; None: the run directory's name
     group: str | None = None  # groups runs in the UI (e.g. one sweep)
     tags: list[str] = field(default_factory=list)  # tags=a,b on the command line
-    log_checkpoints: bool = False  # upload checkpoints as artifacts (aliases latest, best): ~600 MB each
+    log_checkpoints: bool = False  # upload checkpoints as artifacts (aliases latest, best): ~407 MB each for AlexNet
     image_grid: int = 16  # augmented training images shown (with class names) at start; 0 = none
     init_timeout_s: float = 60.0  # an online start (login, server) slower than this falls back to offline
     finish_timeout_s: float = 300.0  # stop waiting for uploads at exit after this; `wandb sync` sends the rest
@@ -154,9 +154,9 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run: RunConfig = field(default_factory=RunConfig)
     ddp: DDPConfig = field(default_factory=DDPConfig)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    seed: int = 0  # initial weights, shuffling, augmentation and dropout all derive from it
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available (nccl), else the CPU (gloo)
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast dtype; fp16 adds a GradScaler and needs CUDA
 
     def __post_init__(self) -> None:
         if self.model.compile and self.ddp.bucket_cap_mb < 1:
