@@ -43,3 +43,18 @@ def shards(synthetic_images, tmp_path_factory) -> Path:
     run_module("data_prep", "folder", "--train", str(synthetic_images / "train"),
                "--val", str(synthetic_images / "val"), "--out", str(out), "--shard-size", str(SHARD_SIZE))
     return out
+
+
+WIDE_CLASSES = 8  # more than 5, so that top-5 can be told from "always right"
+
+
+@pytest.fixture(scope="session")
+def wide_shards(tmp_path_factory) -> Path:
+    """8 classes, 2 train and 3 val images each: for checks that need more classes than top-5 covers."""
+    images = tmp_path_factory.mktemp("wide-synthetic")
+    run_module("data_prep", "synthetic", "--out", str(images), "--classes", str(WIDE_CLASSES),
+               "--train-per-class", "2", "--val-per-class", "3")
+    out = tmp_path_factory.mktemp("wide-shards")
+    run_module("data_prep", "folder", "--train", str(images / "train"), "--val", str(images / "val"),
+               "--out", str(out), "--shard-size", str(SHARD_SIZE), "--no-progress")
+    return out

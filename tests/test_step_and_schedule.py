@@ -1,5 +1,5 @@
-"""Pure functions with hand-made answers: top-k counting, the evaluation sums, the learning-rate schedule
-and the save decision. Each case names its step (or row) in the failure message.
+"""Hand-made answers: top-k counting, the evaluation sums, validation's top-5 on 8 classes, the
+learning-rate schedule and the save decision. Each case names its step (or row) in the failure message.
 """
 
 from __future__ import annotations
@@ -9,8 +9,14 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from trainer import checkpoint, optim, step
-from trainer.config import ScheduleConfig
+from trainer import checkpoint, data, optim, step
+from trainer.config import DataConfig, ModelConfig, ScheduleConfig
+from trainer.dist import DistInfo
+from trainer.model import build_model
+from trainer.transforms import Normalize
+from trainer.validate import validate
+
+from conftest import WIDE_CLASSES
 
 # ---- top-k ---------------------------------------------------------------------------------------
 
@@ -99,3 +105,27 @@ def test_lr_is_a_pure_function_of_the_step_so_a_resume_mid_warmup_continues_the_
 def test_save_decision(step_: int, every: int, epoch_done: bool, clock: bool, stop: bool, want: bool):
     got = checkpoint.due(step_, every_steps=every, epoch_done=epoch_done, clock_due=clock, stop=stop)
     assert got == want, f"step {step_}, every_steps={every}, epoch_done={epoch_done}, clock={clock}, stop={stop}"
+
+
+def test_validation_top5_on_eight_classes_equals_a_hand_count(wide_shards):
+    """Top-5 on a dataset with more than 5 classes, against a count made here from the model's logits."""
+    cpu = torch.device("cpu")
+    manifest = data.load_manifest(str(wide_shards))
+    assert manifest.val is not None and len(manifest.class_names) == WIDE_CLASSES
+    cfg = DataConfig(root=str(wide_shards), workers=0, image_size=32, eval_resize=36)
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(name="torchvision:resnet18"), WIDE_CLASSES).eval()
+    normalize = Normalize(cpu, channels_last=False)
+    got = validate(model, manifest.val, cfg, DistInfo(0, 0, 1, cpu), normalize, nullcontext, 4, WIDE_CLASSES)
+
+    logits, labels = [], []
+    with torch.no_grad():
+        for images, y in data.eval_loader(manifest.val, cfg, cpu, local_batch=4, rank=0, world_size=1):
+            logits.append(model(normalize(images)))
+            labels.append(y)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    beaten_by = (logits > logits.gather(1, labels[:, None])).sum(1)  # classes scored above the true one
+    top1, top5 = (beaten_by == 0).float().mean().item(), (beaten_by < 5).float().mean().item()
+    assert got["val/count"] == len(labels) == WIDE_CLASSES * 3
+    assert 0 < top1 < top5 < 1, (top1, top5)  # neither figure is vacuous here
+    assert (got["val/top1"], got["val/top5"]) == pytest.approx((top1, top5))
