@@ -14,9 +14,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import CLASSES, ROOT, TRAIN_PER_CLASS
+
+pytestmark = pytest.mark.slow  # real trainer processes
 
 BATCH = 8
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from conftest import CLASSES
 from trainer import data, gpu_decode
 from trainer.config import DataConfig
 from trainer.transforms import TrainPreset
+
+from conftest import CLASSES
 
 
 def hue_class(image: torch.Tensor) -> int:

@@ -16,10 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS
 from wandb_records import read_records
+
+pytestmark = pytest.mark.slow  # real trainer processes
 
 BATCH = 8
 STEPS = CLASSES * TRAIN_PER_CLASS // BATCH  # 6 steps in the one epoch

@@ -107,6 +107,7 @@ def test_preempting_reaches_every_backend_that_has_it_and_a_torn_jsonl_line_is_e
     assert JsonlLogger.rows(tmp_path / "metrics.jsonl") == [(1, {"train/loss": 2.0}), (3, {"train/loss": 1.0})]
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_loses_no_wandb_row_on_resume(shards: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, *trainer_args(shards, run_dir, "wandb.mode=offline", "checkpoint.every_steps=3",

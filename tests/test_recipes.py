@@ -21,6 +21,8 @@ from trainer.model import AlexNet, AlexNetBN, build_model, flops_per_image, para
 
 from conftest import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS, run_module
 
+pytestmark = pytest.mark.slow  # real trainer processes
+
 BATCH, STEPS = 8, 3
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH
 VAL_IMAGES = CLASSES * VAL_PER_CLASS

@@ -12,11 +12,14 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS
 from resilience_procs import Run, checkpoint_steps, past_step, torchrun
 from wandb_records import history, run_ids
+
+pytestmark = pytest.mark.slow  # real trainer processes
 
 TRAIN_IMAGES, VAL_IMAGES = CLASSES * TRAIN_PER_CLASS, CLASSES * VAL_PER_CLASS
 BATCH = 8  # global: resilience_procs.trainer_args

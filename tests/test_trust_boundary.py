@@ -62,6 +62,7 @@ def poisoned(trained: Path, shards: Path, tmp_path: Path) -> tuple[Path, Path]:
     return path, marker
 
 
+@pytest.mark.slow
 def test_export_never_runs_the_checkpoints_pipe_root(poisoned, shards: Path, tmp_path: Path):
     ckpt, marker = poisoned
     out = tmp_path / "export" / "model.pt"
@@ -78,6 +79,7 @@ def test_export_never_runs_the_checkpoints_pipe_root(poisoned, shards: Path, tmp
     assert json.loads(out.with_suffix(".json").read_text())["class_names"] == want
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_the_checkpoints_pipe_root_and_takes_one_from_the_command_line(poisoned, shards: Path):
     ckpt, marker = poisoned
     proc = run("trainer.evaluate", "--checkpoint", str(ckpt))
@@ -121,6 +123,7 @@ def test_a_manifest_file_name_never_reaches_a_shell_or_leaves_the_dataset(shards
     assert "python -m data_prep verify" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("root_form, bad", [("pipe:cat {root}", "train/$(touch {marker}).tar"),
                                             ("{root}", "../../etc/passwd")], ids=["pipe", "plain"])
 def test_training_on_a_poisoned_manifest_stops_before_reading_it(shards, tmp_path, root_form, bad):
