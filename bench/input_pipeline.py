@@ -1,7 +1,9 @@
 """Input pipeline throughput: the torchvision ImageFolder baseline (PIL decode, RandomResizedCrop(224),
-flip, ToTensor, Normalize; eval: Resize(256), CenterCrop(224), ToTensor, Normalize) against this
-project's pipeline (shards -> uint8 batches; normalisation is left to the device), side by side in
-one run on the same photos, alternating rounds, best round of each.
+flip, ToTensor, Normalize; eval: Resize(256), CenterCrop(224), ToTensor, Normalize), this project's
+pipeline (shards -> uint8 batches; normalisation is left to the device), NVIDIA DALI's CPU pipeline on the
+same shards (bench/dali_pipeline.py; skipped where DALI is not installed) and the decode limit (libjpeg-turbo
+decoding every JPEG whole, simplejpeg, nothing else), side by side in one run on the same photos,
+alternating rounds, best round of each.
 
   python -m bench.input_pipeline --images DIR [--workers N] [--max-short-side 256] [--decode gpu]
 
@@ -12,8 +14,10 @@ data_prep re-encodes. Rates are per worker process in the steady state after the
 latency is reported apart): images per CPU-second of this process with --workers 0 (the default),
 images per second / N with N workers. Also measured: a worker's peak memory at two shuffle-buffer
 sizes, against the formula in trainer/config.py. The last line is one JSON object: baseline_img_s,
-ours_img_s and ratio (training) for the last variant run, ratio_vs_original_baseline (ours on that
-variant against the baseline on the photos as they are), and every figure above.
+ours_img_s, dali_img_s, decode_limit_img_s, ratio (ours / baseline), ratio_vs_dali and
+fraction_of_decode_limit (training) for the last variant run, ratio_vs_original_baseline (ours on that
+variant against the baseline on the photos as they are), the load average before and after, and every
+figure above.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ import tempfile
 import time
 from dataclasses import replace
 
+import simplejpeg
 import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from bench import dali_pipeline
 from bench.samples import SAMPLES
-from trainer import data
+from trainer import data, jpeg
 from trainer.config import ConfigError, DataConfig
 from trainer.transforms import jpeg_size
 
@@ -66,11 +72,17 @@ def prepare(src: str, out: str, max_short_side: int | None) -> tuple[str, str]:
            "--no-progress"] + (["--max-short-side", str(max_short_side)] if max_short_side else [])
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     folder = os.path.join(out, f"folder{max_short_side or ''}")
-    for key, jpg, label in data._read(list(data.load_manifest(shards).train.urls)):
+    for key, jpg, label, _ in _samples(shards):
+        assert jpg is not None, f"{key} has no image"  # data_prep wrote these shards
         os.makedirs(os.path.join(folder, f"{label:04d}"), exist_ok=True)
         with open(os.path.join(folder, f"{label:04d}", f"{key}.JPEG"), "wb") as f:
             f.write(jpg)
     return shards, folder
+
+
+def _samples(shards: str) -> list[data.Sample]:
+    split = data.load_manifest(shards).train
+    return list(data._read(split, list(range(len(split.urls))), None))
 
 
 def timed(batches) -> tuple[int, float, float, float]:
@@ -106,19 +118,38 @@ def per_worker(n: int, wall: float, cpu: float, workers: int) -> float:
     return n / cpu if workers == 0 else n / wall / workers
 
 
+def decode_limit(jpegs: list[bytes]) -> tuple[int, float, float, float]:
+    """Every JPEG decoded whole by libjpeg-turbo (simplejpeg), bytes already in memory, nothing else."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for jpg in jpegs:
+        simplejpeg.decode_jpeg(jpg, colorspace="RGB")
+    return len(jpegs), time.perf_counter() - wall, time.process_time() - cpu, 0.0
+
+
 def compare(shards: str, folder: str, kind: str, cfg: DataConfig, args: argparse.Namespace) -> dict:
-    best = {"baseline": 0.0, "ours": 0.0}
-    first = {"baseline": [], "ours": []}
-    for r in range(args.rounds):  # alternate, so both sides see the same machine load
-        for side in ("baseline", "ours"):
-            batches = (baseline_batches(folder, kind, args.workers, args.batch) if side == "baseline"
-                       else our_batches(shards, kind, cfg, args.batch, epoch=r))
-            n, wall, cpu, latency = timed(batches)
-            best[side] = max(best[side], per_worker(n, wall, cpu, args.workers))
+    jpegs = [s.data for s in _samples(shards) if s.data is not None]
+    sides = ["baseline", "ours"] + (["dali"] if args.dali else []) + ["decode_limit"]
+    best = {side: 0.0 for side in sides}
+    first: dict[str, list[float]] = {side: [] for side in sides}
+    for r in range(args.rounds):  # alternate, so every side sees the same machine load
+        for side in sides:
+            if side == "baseline":
+                n, wall, cpu, latency = timed(baseline_batches(folder, kind, args.workers, args.batch))
+            elif side == "ours":
+                n, wall, cpu, latency = timed(our_batches(shards, kind, cfg, args.batch, epoch=r))
+            elif side == "dali":  # threads = workers: DALI's CPU stages run in its own thread pool
+                n, wall, cpu, latency = dali_pipeline.timed(shards, kind, args.batch, max(args.workers, 1), len(jpegs))
+            else:  # one process however many workers: the limit is per CPU-second
+                n, wall, cpu, latency = decode_limit(jpegs)
+            best[side] = max(best[side], n / cpu if side == "decode_limit" else per_worker(n, wall, cpu, args.workers))
             first[side].append(latency)
-    return {"baseline_img_s": round(best["baseline"], 1), "ours_img_s": round(best["ours"], 1),
-            "ratio": round(best["ours"] / best["baseline"], 2),
-            "first_batch_s": {side: round(min(v), 2) for side, v in first.items()}}
+    figures: dict[str, object] = {f"{side}_img_s": round(best[side], 1) for side in sides}
+    figures["ratio"] = round(best["ours"] / best["baseline"], 2)
+    if args.dali:
+        figures["ratio_vs_dali"] = round(best["ours"] / best["dali"], 2)
+    figures["fraction_of_decode_limit"] = round(best["ours"] / best["decode_limit"], 2)
+    figures["first_batch_s"] = {side: round(min(v), 2) for side, v in first.items() if side != "decode_limit"}
+    return figures
 
 
 class _MemoryProbe(data.TrainStream):
@@ -144,12 +175,19 @@ def worker_memory(shards: str, cfg: DataConfig, batch: int) -> dict:
     # a fresh (spawned) worker: a forked one would count pages it shares with this process
     loader = DataLoader(stream, batch_size=None, num_workers=1, multiprocessing_context="spawn")
     start, peak = next(b for b in loader if isinstance(b[0], str))[1].tolist()
-    largest = max(h * w * 3 for h, w in (jpeg_size(jpg) for _, jpg, _ in data._read(list(split.urls))))
+    largest = max(h * w * 3 for h, w in (jpeg_size(s.data) for s in _samples(shards) if s.data))
     # a training reader cycles its shards, so the buffer always fills; ~20 MB: torch's and Python's working memory
     predicted = cfg.shuffle_buffer * mean_bytes + batch * cfg.image_size ** 2 * 3 + largest + 20 * 2**20
     return {"shuffle_buffer": cfg.shuffle_buffer, "worker_start_mb": round(start / 2**20),
             "worker_peak_mb": round(peak / 2**20), "added_mb": round((peak - start) / 2**20),
             "formula_mb": round(predicted / 2**20), "mean_sample_kb": round(mean_bytes / 1024, 1)}
+
+
+def _line(name: str, kind: str, f: dict) -> str:
+    dali = (f"DALI {f['dali_img_s']:7.1f}, ", f", / DALI {f['ratio_vs_dali']:.2f}") if "dali_img_s" in f else ("", "")
+    return (f"{name:>16} {kind:>5}: baseline {f['baseline_img_s']:7.1f}, ours {f['ours_img_s']:7.1f}, {dali[0]}"
+            f"decode limit {f['decode_limit_img_s']:7.1f} img/s per worker; ours / baseline {f['ratio']:.2f}{dali[1]}, "
+            f"of the decode limit {f['fraction_of_decode_limit']:.2f}")
 
 
 def main() -> None:
@@ -163,7 +201,11 @@ def main() -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=1000)
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
                         help="ours with data.decode=gpu (nvJPEG on cuda; rates then include this process's GPU work)")
+    parser.add_argument("--no-dali", dest="dali", action="store_false", help="leave out NVIDIA DALI's CPU pipeline")
     args = parser.parse_args()
+    if args.dali and not dali_pipeline.available():
+        print("NVIDIA DALI is not installed (pip install nvidia-dali-cuda120): its column is left out", flush=True)
+        args.dali = False
     torch.set_num_threads(1)  # one core per worker process, on both sides
     random.seed(0)
     torch.manual_seed(0)
@@ -173,7 +215,8 @@ def main() -> None:
     except ConfigError as e:
         parser.error(str(e))
     result: dict = {"images": args.images, "workers": args.workers, "batch": args.batch, "rounds": args.rounds,
-                    "decode": args.decode}
+                    "decode": args.decode, "region_decode": jpeg.REGION_DECODE,
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory() as tmp:
         src = stage(args.images, tmp)
         variants = [None] + ([args.max_short_side] if args.max_short_side else [])
@@ -183,8 +226,7 @@ def main() -> None:
             for kind in ("train", "eval"):
                 figures = compare(shards, folder, kind, replace(cfg, root=shards), args)
                 result[f"{name}_{kind}"] = figures
-                print(f"{name:>16} {kind:>5}: baseline {figures['baseline_img_s']:7.1f} img/s, "
-                      f"ours {figures['ours_img_s']:7.1f} img/s per worker, ratio {figures['ratio']:.2f}", flush=True)
+                print(_line(name, kind, figures), flush=True)
         last = result[f"{name}_train"]
         result.update(last)
         result["ratio_vs_original_baseline"] = round(last["ours_img_s"] / result["original_train"]["baseline_img_s"], 2)
@@ -193,6 +235,7 @@ def main() -> None:
         for m in result["memory"]:
             print(f"worker memory, shuffle_buffer={m['shuffle_buffer']}: start {m['worker_start_mb']} MB, "
                   f"peak {m['worker_peak_mb']} MB (+{m['added_mb']} MB; formula +{m['formula_mb']} MB)", flush=True)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 
 

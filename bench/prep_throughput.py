@@ -20,15 +20,13 @@ import time
 import numpy as np
 from webdataset import TarWriter
 
+from bench.samples import SAMPLES
 from data_prep.encode import EncodeOptions, RejectImage, to_rgb_jpeg
 from data_prep.plan import make_plan
 from data_prep.prepare import PrepConfig, class_table, prepare
 from data_prep.records import Record, is_image_name, read_bytes
 from data_prep.synthetic import encode, make_image
 from data_prep.writer import TAR_MTIME, TAR_USER
-
-from bench.samples import SAMPLES
-
 
 
 def real_records(folder: str) -> list[Record]:

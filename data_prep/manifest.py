@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+from . import dali_index
 from .plan import load_plan
 from .records import PrepError
 from .writer import done_path
@@ -43,6 +44,8 @@ def build_info(plan: dict, records: dict) -> dict:
             "shard_lengths": [r["count"] for r in recs],
             "shard_sha256": [r["sha256"] for r in recs],
             "shard_bytes": [r["bytes"] for r in recs],
+            # DALI's readers.webdataset(index_paths=...): one wds2idx file per shard, "" for an empty shard
+            "index_filenames": [dali_index.index_name(s["file"]) if r["count"] else "" for s, r in zip(shards, recs)],
         }
         for r in recs:
             rejected += [dict(x, split=split) for x in r["rejected"]]

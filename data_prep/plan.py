@@ -11,10 +11,10 @@ import gzip
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 
 from .records import PrepError, Record
 

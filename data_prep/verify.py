@@ -1,8 +1,9 @@
 """`verify`: check a shard folder against its `_info.json`.
 
 Per shard: present, byte count and sha256 as recorded, every sample a (jpg, cls) pair, the jpg
-a decodable 3-channel JPEG, the label in range, the count as recorded. Per split: unique keys and
-num_samples = sum of shard lengths. Returns a list of problems (empty = all good).
+a decodable 3-channel JPEG, the label in range, the count as recorded, and its DALI index (where the
+manifest lists one) what dali_index builds from the shard. Per split: unique keys and num_samples = sum of
+shard lengths. Returns a list of problems (empty = all good).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import simplejpeg
 
+from . import dali_index
 from .manifest import INFO_FILE
 from .parallel import open_pool
 from .writer import sha256_file
@@ -48,8 +50,20 @@ def _check_sample(file: str, key: str, parts: dict[str, bytes], num_classes: int
     return problems
 
 
-def check_shard(args: tuple[str, str, int, str, int, int]) -> ShardCheck:
-    root, file, length, sha, size, num_classes = args
+def _check_index(root: str, file: str, index: str) -> list[str]:
+    if index != dali_index.index_name(file):  # never opens a name the manifest made up
+        return [f"{file}: index file {index!r}, expected {dali_index.index_name(file)!r}"]
+    try:
+        with open(os.path.join(root, index)) as f:
+            ok = f.read() == dali_index.build(os.path.join(root, file))
+    except (OSError, ValueError, tarfile.TarError) as e:
+        return [f"{index}: unreadable DALI index ({e})"]
+    return [] if ok else [f"{index}: the DALI index does not match {file}; write it again with data_prep's "
+                          "dali_index.write"]
+
+
+def check_shard(args: tuple[str, str, int, str, int, int, str]) -> ShardCheck:
+    root, file, length, sha, size, num_classes, index = args
     res, path = ShardCheck(file), os.path.join(root, file)
     if not os.path.exists(path):
         res.problems.append(f"{file}: missing")
@@ -63,7 +77,10 @@ def check_shard(args: tuple[str, str, int, str, int, int]) -> ShardCheck:
         with tarfile.open(path) as tf:
             for m in tf:
                 key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
+                member = tf.extractfile(m)
+                if member is None:
+                    raise tarfile.TarError(f"{m.name} is not a regular file")
+                samples.setdefault(key, {})[ext] = member.read()
     except (tarfile.TarError, OSError, AttributeError) as e:
         res.problems.append(f"{file}: unreadable tar ({e})")
     for key, parts in samples.items():
@@ -71,6 +88,8 @@ def check_shard(args: tuple[str, str, int, str, int, int]) -> ShardCheck:
     res.keys = list(samples)
     if len(samples) != length:
         res.problems.append(f"{file}: {len(samples)} samples, manifest says {length}")
+    if index:
+        res.problems += _check_index(root, file, index)
     return res
 
 
@@ -92,8 +111,12 @@ def verify(root: str, workers: int = 1) -> tuple[list[str], int]:
         if sum(s["shard_lengths"]) != s["num_samples"]:
             problems.append(f"{name}: num_samples {s['num_samples']} != sum of shard_lengths "
                             f"{sum(s['shard_lengths'])}")
-        for f, n, sha, size in zip(*lists):
-            jobs.append((root, f, n, sha, size, num_classes))
+        indexes = s.get("index_filenames") or [""] * len(s["filenames"])  # older manifests list none
+        if len(indexes) != len(s["filenames"]):
+            problems.append(f"{name}: index_filenames and filenames differ in length")
+            continue
+        for f, n, sha, size, index in zip(*lists, indexes):
+            jobs.append((root, f, n, sha, size, num_classes, index))
             split_of[f] = name
     keys: dict[str, Counter] = {name: Counter() for name in splits}
     pool = open_pool(min(workers, len(jobs)))

@@ -1,8 +1,9 @@
 """Write shards in parallel: one task per shard, each atomic and recorded, so reruns keep them.
 
-A shard is written to `<name>.tmp<pid>`, fsynced and renamed; then a done record (sample count,
-sha256, bytes, rejected and repaired images) is written beside the plan. A rerun keeps a shard
-only when its bytes still match that record. Tar metadata is fixed, so output is byte-identical.
+A shard is written to `<name>.tmp<pid>`, fsynced and renamed, then its DALI index (`<name>.idx`,
+dali_index.py); then a done record (sample count, sha256, bytes, rejected and repaired images) is
+written beside the plan. A rerun keeps a shard only when its bytes still match that record (and writes
+its index if it lacks one). Tar metadata is fixed, so output is byte-identical.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from . import dali_index
 from .encode import EncodeOptions, RejectImage, to_rgb_jpeg
 from .plan import PLAN_DIR
 from .records import Record, read_bytes
@@ -119,6 +121,8 @@ def write_shard(task: ShardTask) -> ShardResult:
         os.fsync(raw.fileno())
     os.replace(tmp, path)
     res.sha256, res.bytes = stream.sha.hexdigest(), stream.n
+    if res.count:  # an index lists samples; a shard whose images were all rejected has none
+        dali_index.write(path, os.path.join(task.out, dali_index.index_name(task.file)))
     os.makedirs(os.path.dirname(done_path(task.out, task.file)), exist_ok=True)
     record = {k: v for k, v in asdict(res).items() if k != "kept"}
     _atomic_write(done_path(task.out, task.file), json.dumps(record).encode())
@@ -128,15 +132,21 @@ def write_shard(task: ShardTask) -> ShardResult:
 
 
 def keep_or_write(task: ShardTask) -> ShardResult:
-    return kept_result(task.out, task.file) or write_shard(task)
+    kept = kept_result(task.out, task.file)
+    if kept is None:
+        return write_shard(task)
+    index = os.path.join(task.out, dali_index.index_name(task.file))
+    if kept.count and not os.path.exists(index):  # kept from a run that wrote no index files yet
+        dali_index.write(os.path.join(task.out, task.file), index)
+    return kept
 
 
 def remove_stale_tmp(out: str, files: list[str]) -> None:
-    """Delete temp files a killed run left for these shards and their done records (only these:
-    other parts may be writing theirs)."""
+    """Delete temp files a killed run left for these shards, their indexes and their done records (only
+    these: other parts may be writing theirs)."""
     by_dir: dict[str, set[str]] = {}
     for f in files:
-        for path in (os.path.join(out, f), done_path(out, f)):
+        for path in (os.path.join(out, f), os.path.join(out, dali_index.index_name(f)), done_path(out, f)):
             by_dir.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
     for d, names in by_dir.items():
         for n in os.listdir(d) if os.path.isdir(d) else ():

@@ -14,14 +14,26 @@ import pytest
 import simplejpeg
 import torch
 import torchvision.transforms as T
-from conftest import run_module
 from PIL import Image
 from scipy import stats
 
 from trainer import data, gpu_decode
 from trainer.config import ConfigError, DataConfig
-from trainer.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalPreset, Normalize, TrainPreset, crop_params,
-                                dct_reduction, decode, jpeg_size, render, train_plan)
+from trainer.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalPreset,
+    Normalize,
+    TrainPreset,
+    crop_params,
+    dct_reduction,
+    decode,
+    jpeg_size,
+    render,
+    train_plan,
+)
+
+from conftest import run_module
 
 
 def photo(h: int, w: int, seed: int, subsampling: str = "420") -> bytes:

@@ -120,8 +120,8 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert env["git_commit"] == (git.stdout.strip() if git.returncode == 0 else None)
 
-    # The epoch's checkpoint as one artifact version (not two: the epoch end saves before and after
-    # validation), tagged latest and best; the file W&B staged is the checkpoint itself.
+    # The epoch's checkpoint as one artifact version, tagged latest and best; the file W&B staged is the
+    # checkpoint itself.
     (artifact,) = records(wb, "artifact")
     ckpt = run_dir / "checkpoints" / f"step-{STEPS:09d}.pt"
     assert (artifact.name, artifact.type) == (f"checkpoint-{run_id}", "model")
@@ -142,7 +142,7 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
     with Image.open(png) as image:
         image.verify()
     with Image.open(png) as image:
-        assert image.size == (1200, 800)
+        assert image.size == (1200, 1200)  # six panels
 
 
 def test_killed_run_resumes_the_same_wandb_run_with_an_unreachable_server(shards: Path, tmp_path: Path):

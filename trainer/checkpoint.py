@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 BEST = "best.pt"  # a hard link to the step checkpoint with the highest val/top1 so far
+# Test hook: seconds to wait between writing a checkpoint's temp file and renaming it into place, so a
+# test can kill or stop a run while a (background) save is in flight.
+DELAY_ENV = "TRAINER_TEST_CHECKPOINT_DELAY"
 
 
 class CheckpointError(RuntimeError):
@@ -52,6 +56,7 @@ def save(state: dict[str, Any], directory: Path, step: int, keep_last: int) -> P
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        time.sleep(float(os.environ.get(DELAY_ENV, 0)))
         os.replace(tmp, final)
         _fsync_dir(directory)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError

@@ -36,6 +36,9 @@ class DataConfig:
     image_size: int = 224  # training crop and evaluation crop
     eval_resize: int = 256  # short side before the evaluation centre crop
     prefetch: int = 4  # batches each worker keeps ready
+    # one set of training workers for the whole run: they go on into the next epoch (and prefetch its first
+    # batches during validation) instead of starting again, shuffle buffers refilled, every epoch
+    persistent_workers: bool = True
     # where JPEGs are decoded: "cpu" in the DataLoader workers (libjpeg-turbo), or "gpu": workers send the
     # bytes and crop parameters, this process decodes with nvJPEG and augments on the GPU (needs CUDA)
     decode: Literal["cpu", "gpu"] = "cpu"
@@ -97,6 +100,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # CrossEntropyLoss(label_smoothing=...); 0 = off
     log_every: int = 20  # steps between training-metric logs (each one is a device sync)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    val_every_epochs: int = 1  # validate after every this many epochs, and always after the last one
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class CheckpointConfig:
     keep_last: int = 2  # step checkpoints kept (>= 2: a damaged newest one falls back to the one before)
     keep_best: bool = True  # keep best.pt, the epoch-end checkpoint with the highest val/top1 so far
     resume: bool = True  # resume from the newest valid checkpoint in run.dir
+    # write checkpoints on a background thread: the loop blocks only for the copy into host memory;
+    # false: write them on the loop's thread (fsync included) before training goes on
+    async_save: bool = True
 
 
 @dataclass(frozen=True)
@@ -287,8 +294,8 @@ _NON_NEGATIVE = {
 _POSITIVE = {
     "wandb.init_timeout_s", "wandb.finish_timeout_s",
     "data.image_size", "data.eval_resize", "data.prefetch", "data.shuffle_buffer", "train.epochs", "train.batch_size",
-    "train.log_every", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs", "run.timeout_minutes",
-    "ddp.bucket_cap_mb", "run.max_nonfinite_steps",
+    "train.log_every", "train.val_every_epochs", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs",
+    "run.timeout_minutes", "ddp.bucket_cap_mb", "run.max_nonfinite_steps",
 }
 
 

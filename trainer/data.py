@@ -9,13 +9,14 @@ raw bytes, without decoding them. Validation reads every sample exactly once acr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import os
 import random
 import signal
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -23,12 +24,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainer import gpu_decode, storage
+from trainer import gpu_decode, storage, tarstream
 from trainer.config import DataConfig
 from trainer.lifecycle import die_with_parent
 from trainer.seeding import derive_seed
-from trainer.transforms import EvalPreset, TrainPreset, collate
-
+from trainer.transforms import EvalPreset, TrainPreset, empty_batch
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def load_manifest(root: str) -> Manifest:
 
 def _verify_hint(root: str) -> str:
     where = root if storage.is_local(root) else "<a local copy of the dataset>"
-    return f"check the dataset with `python -m data_prep verify {where}`, or prepare it again with `python -m data_prep`"
+    return (f"check the dataset with `python -m data_prep verify {where}`, or prepare it again with "
+            "`python -m data_prep`")
 
 
 def _manifest_split(info: dict, name: str, root: str, path: str) -> Split | None:
@@ -148,9 +149,14 @@ def _read(split: Split, shards: list[int], num_classes: int | None) -> Iterator[
     for i in shards:
         url, count = split.urls[i], 0
         try:
-            for s in wds.tarfile_to_samples(handler=wds.reraise_exception)(iter([{"url": url}])):
-                count += 1
-                yield Sample(s["__key__"], s.get("jpg"), _label(s, url, num_classes), url)
+            stream = wds.gopen(url, "rb")  # webdataset opens every data.root (files, pipe: commands, URLs)
+            try:
+                for key, parts in tarstream.samples(stream):  # a lighter reader than webdataset's (its docstring)
+                    count += 1
+                    yield Sample(key, parts.get("jpg"), _label(key, parts, url, num_classes), url)
+            finally:
+                with contextlib.suppress(Exception):  # a pipe: command stopped early exits non-zero; nothing lost
+                    stream.close()
         except DataError:
             raise
         except Exception as e:  # missing file, failed pipe: command, damaged tar
@@ -161,8 +167,7 @@ def _read(split: Split, shards: list[int], num_classes: int | None) -> Iterator[
                             "manifest does not describe these shards: run `python -m data_prep verify` on data.root")
 
 
-def _label(sample: dict, url: str, num_classes: int | None) -> int:
-    key = sample.get("__key__")
+def _label(key: str, sample: dict, url: str, num_classes: int | None) -> int:
     try:
         label = int(sample["cls"])
     except (KeyError, ValueError) as e:
@@ -198,38 +203,49 @@ def _worker() -> tuple[int, int]:
 
 
 class TrainStream(IterableDataset):
-    """One epoch of training batches for one rank, from `start_step` to `steps`."""
+    """Training batches for one rank: epoch `epoch` from `start_step`, then whole epochs up to `end_epoch`
+    (exclusive; default: just the one), so that one DataLoader's workers can serve a whole run."""
 
     def __init__(self, split: Split, cfg: DataConfig, *, seed: int, epoch: int, start_step: int, steps: int,
-                 local_batch: int, rank: int, world_size: int, num_classes: int | None = None) -> None:
+                 local_batch: int, rank: int, world_size: int, num_classes: int | None = None,
+                 end_epoch: int | None = None) -> None:
         self.split, self.cfg, self.seed, self.epoch = split, cfg, seed, epoch
         self.start_step, self.steps, self.batch = start_step, steps, local_batch
         self.rank, self.world_size, self.num_classes = rank, world_size, num_classes
+        self.end_epoch = epoch + 1 if end_epoch is None else end_epoch
         self.preset = TrainPreset(cfg.image_size, cfg.reduced_decode_margin)
 
-    def _raw(self, slot: int, n_slots: int) -> Iterator[tuple[Sample, int]]:
+    def _raw(self, epoch: int, slot: int, n_slots: int) -> Iterator[tuple[Sample, int]]:
         order = list(range(len(self.split.urls)))
-        random.Random(derive_seed(self.seed, "shards", self.epoch)).shuffle(order)
+        random.Random(derive_seed(self.seed, "shards", epoch)).shuffle(order)
         shards, stride = _assign(len(order), slot, n_slots, order)
         for cycle in itertools.count():  # a reader that runs out starts over, reshuffled
-            random.Random(derive_seed(self.seed, "cycle", self.epoch, slot, cycle)).shuffle(shards)
+            random.Random(derive_seed(self.seed, "cycle", epoch, slot, cycle)).shuffle(shards)
             for i, sample in enumerate(_read(self.split, shards, self.num_classes)):
                 if i % stride == slot % stride:
                     yield sample, cycle
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         w, n_workers = _worker()
-        logical = (w + self.start_step) % n_workers  # the DataLoader hands batch j to worker j % n
+        handed_out = 0  # batches of earlier epochs: the DataLoader's round robin over workers goes on
+        for epoch in range(self.epoch, self.end_epoch):
+            start = self.start_step if epoch == self.epoch else 0
+            # This worker gets the epoch's batches start + first, start + first + n, ...
+            yield from self._epoch(epoch, start, (w - handed_out) % n_workers, n_workers)
+            handed_out += self.steps - start
+
+    def _epoch(self, epoch: int, start: int, first: int, n_workers: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        logical = (first + start) % n_workers  # batch s of an epoch always comes from reader slot s % n
         slot, n_slots = self.rank * n_workers + logical, self.world_size * n_workers
-        skip = len(range(logical, self.start_step, n_workers))
-        todo = len(range(self.start_step + w, self.steps, n_workers))
-        rng = random.Random(derive_seed(self.seed, "buffer", self.epoch, slot))
-        stream = _shuffled(self._raw(slot, n_slots), self.cfg.shuffle_buffer, rng)
+        skip = len(range(logical, start, n_workers))
+        todo = len(range(start + first, self.steps, n_workers))
+        rng = random.Random(derive_seed(self.seed, "buffer", epoch, slot))
+        stream = _shuffled(self._raw(epoch, slot, n_slots), self.cfg.shuffle_buffer, rng)
         for _ in itertools.islice(stream, skip * self.batch):
             pass
         for _ in range(todo):
             items = list(itertools.islice(stream, self.batch))
-            rngs = [random.Random(derive_seed(self.seed, "aug", self.epoch, s.key, cycle)) for s, cycle in items]
+            rngs = [random.Random(derive_seed(self.seed, "aug", epoch, s.key, cycle)) for s, cycle in items]
             yield _batch(self.preset, [s for s, _ in items], rngs, self.cfg.decode)
 
 
@@ -242,7 +258,7 @@ class EvalStream(IterableDataset):
         self.preset, self.decode = EvalPreset(cfg.image_size, cfg.eval_resize, cfg.reduced_decode_margin), cfg.decode
         self.num_classes = num_classes
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         w, n_workers = _worker()
         slot, n_slots = self.rank * n_workers + w, self.world_size * n_workers
         shards, stride = _assign(len(self.split.urls), slot, n_slots, list(range(len(self.split.urls))))
@@ -252,7 +268,7 @@ class EvalStream(IterableDataset):
             yield _batch(self.preset, items, [None] * len(items), self.decode)
 
 
-def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: list[random.Random | None],
+def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: Sequence[random.Random | None],
            decode: str) -> tuple[torch.Tensor, ...]:
     """A uint8 image batch (decoded here), or for data.decode=gpu the JPEG bytes and plans to decode there.
 
@@ -277,10 +293,14 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: list[ran
         if not good:
             raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
         return gpu_decode.pack(((s.data, *p) if p else good[0] for s, p in zip(items, plans)), labels)
-    images = collate((attempt(i, preset, s.data, rng) for i, (s, rng) in enumerate(zip(items, rngs))), len(items))
-    if images is None:
+    images = empty_batch(len(items), preset.size)  # each image is decoded and resized into its slot
+    done = [attempt(i, preset.render_into, s.data, rng, images[i]) for i, (s, rng) in enumerate(zip(items, rngs))]
+    decoded = [i for i, d in enumerate(done) if d is not None]
+    if not decoded:
         raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
-    return images, torch.tensor(labels, dtype=torch.int64)
+    for i in (i for i, d in enumerate(done) if d is None):
+        images[i].copy_(images[decoded[0]])
+    return images.permute(0, 3, 1, 2), torch.tensor(labels, dtype=torch.int64)
 
 
 def _shards_of(items: list[Sample]) -> str:
@@ -314,7 +334,8 @@ def check_decode(cfg: DataConfig, device: torch.device) -> None:
         gpu_decode.check_device(device)
 
 
-def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def _loader(stream: IterableDataset, cfg: DataConfig,
+            device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     decoder = gpu_decode.GpuDecoder(cfg.image_size, device) if cfg.decode == "gpu" else None  # checks CUDA
     workers = cfg.workers
     loader = DataLoader(

@@ -27,11 +27,11 @@ def pack(samples: Iterable[tuple[bytes, Plan, int, int]], labels: list[int]) -> 
         blobs.append(data)
         rows.append((*plan, height, width))
     offsets = np.cumsum([0] + [len(b) for b in blobs])
-    data = shared_empty((int(offsets[-1]),))
-    view = data.numpy()
+    packed = shared_empty((int(offsets[-1]),))
+    view = packed.numpy()
     for blob, start, end in zip(blobs, offsets[:-1], offsets[1:]):
         view[start:end] = np.frombuffer(blob, dtype=np.uint8)
-    return (data, torch.from_numpy(offsets), torch.tensor(rows, dtype=torch.int64),
+    return (packed, torch.from_numpy(offsets), torch.tensor(rows, dtype=torch.int64),
             torch.tensor(labels, dtype=torch.int64))
 
 
@@ -81,8 +81,9 @@ def decode_batch(batch: JpegBatch, size: int, device: torch.device) -> tuple[tor
     out = torch.empty((len(blobs), 3, size, size), dtype=torch.uint8, device=device,
                       memory_format=torch.channels_last)
     for i, (image, row) in enumerate(zip(images, rows.tolist())):
-        *fields, flip, height, width = row
-        out[i] = render(image.unsqueeze(0), Plan(*fields, bool(flip)), size, height, width)[0]
+        top, left, h, w, out_h, out_w, ctop, cleft, flip, height, width = row
+        plan = Plan(top, left, h, w, out_h, out_w, ctop, cleft, bool(flip))
+        out[i] = render(image.unsqueeze(0), plan, size, height, width)[0]
     return out, labels
 
 

@@ -2,13 +2,14 @@
 
     join the process group (a world of 1 without torchrun); lock run.dir; read the dataset manifest
     build model -> optimizer -> grad scaler; resume them from the newest valid checkpoint in run.dir
-    for each epoch, from the resumed position:
+    start the training loader once (its workers serve every epoch); for each epoch, from the resumed position:
         for each step:  lr = schedule(step); seed = f(seed, rank, step); train_step
             all ranks agree (one small CPU collective): stop signal? non-finite loss? time to save?
             every train.log_every steps: reduce loss over ranks, log
             every checkpoint.every_steps steps or checkpoint.every_minutes: save
         ranks compare batch counts and weight hashes (ddp.check_weights)
-        save; validate (every sample once across ranks); log; save again with val/top1 (best.pt)
+        validate (every train.val_every_epochs, and at the end); save (in the background; best.pt by val/top1)
+        log where the time went (goodput.py)
     on SIGTERM/SIGUSR1/Ctrl-C: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
     on a non-finite loss: fp16 skips the step (GradScaler); otherwise stop without saving, EXIT_NONFINITE
     a collective waiting past run.timeout_minutes, or losing a rank: a clear error, EXIT_PEER_FAILED
@@ -24,11 +25,13 @@ from pathlib import Path
 import torch
 
 from trainer import checkpoint, data, dirlock, dist, lifecycle, metrics, optim, step
+from trainer.async_checkpoint import AsyncCheckpointer
 from trainer.config import Config, ConfigError, dump, to_dict
+from trainer.goodput import TimeAccount
 from trainer.guard import StepGuard, Verdict, ignore_stop_signals
 from trainer.lifecycle import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED
 from trainer.meters import StepMeter
-from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format
+from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format, use_compile_cache
 from trainer.resume import data_plan
 from trainer.seeding import derive_seed
 from trainer.train_state import TrainState
@@ -59,6 +62,7 @@ def run(cfg: Config) -> int:
 
 
 def _train(cfg: Config, info: dist.DistInfo) -> int:
+    account = TimeAccount()  # from the process's start
     guard = StepGuard(info, cfg.checkpoint.every_minutes)  # handles SIGTERM/SIGUSR1/Ctrl-C from here on
     _check_for_this_run(cfg, info)
     run_dir, ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
@@ -91,52 +95,62 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
         info.is_main, cfg.wandb, run_dir, ts.run_id, ts.config, start_step=start_step,
         end_step=min(total_steps, cfg.train.max_steps or total_steps), class_names=manifest.class_names,
     )
+    if cfg.model.compile:
+        use_compile_cache(run_dir / "compile_cache")  # a restart, here or on another node, reuses it
     train_model = dist.wrap(maybe_compile(model, cfg.model.compile), info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
     autocast = step.autocast_for(info.device, cfg.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    meter = StepMeter(info.device, cfg.train.batch_size)
+    meter = StepMeter(info.device, cfg.train.batch_size, account)
+
+    def saved(path: Path, at: int, best: bool) -> None:  # once durable, on this thread
+        log.info("saved checkpoint %s%s", path, " (best so far)" if best else "")
+        logger.log_checkpoint(path, at, best=best)  # a W&B artifact if wandb.log_checkpoints
+
+    saver = AsyncCheckpointer(ckpt_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best, saved,
+                              background=cfg.checkpoint.async_save) if info.is_main else None
 
     def save(val: dict[str, float] | None = None) -> None:
         guard.saved()
         improved = ts.record_val(val)
-        if info.is_main:
-            path = checkpoint.save(ts.to_checkpoint(val), ckpt_dir, pos.step, cfg.checkpoint.keep_last)
-            if improved and cfg.checkpoint.keep_best:
-                checkpoint.mark_best(path)
-            log.info("saved checkpoint %s%s", path, " (best so far)" if improved else "")
-            logger.log_checkpoint(path, pos.step, best=improved)  # a W&B artifact if wandb.log_checkpoints
+        if saver:
+            with account.measure("checkpoint"):  # the blocking part: a copy into host memory
+                saver.save(ts.to_checkpoint(val), pos.step, improved)
 
     def finished() -> bool:
         return pos.epoch >= cfg.train.epochs or 0 < cfg.train.max_steps <= pos.step
 
+    batches = None
     try:
         while not finished():
-            loader = data.train_loader(
-                manifest.train, cfg.data, info.device, seed=cfg.seed, epoch=pos.epoch,
-                start_step=pos.step_in_epoch, steps=steps_per_epoch, local_batch=local_batch,
-                rank=info.rank, world_size=info.world_size, num_classes=num_classes,
-            )
+            if batches is None:  # once per run with data.persistent_workers, else once per epoch
+                batches = iter(data.train_loader(
+                    manifest.train, cfg.data, info.device, seed=cfg.seed, epoch=pos.epoch,
+                    start_step=pos.step_in_epoch, steps=steps_per_epoch, local_batch=local_batch,
+                    rank=info.rank, world_size=info.world_size, num_classes=num_classes,
+                    end_epoch=cfg.train.epochs if cfg.data.persistent_workers else None,
+                ))
             train_model.train()
             first_batch = pos.step_in_epoch
-            batches = iter(loader) if first_batch < steps_per_epoch else iter(())  # (): resumed at the end
             while pos.step_in_epoch < steps_per_epoch and not finished():
-                with meter.waiting():
+                with account.measure("data_wait"):
                     images, targets = next(batches)
                 skipped = data.count_skipped(targets, skipped, cfg.data.max_bad_samples)
                 if pos.step == start_step:  # once per start: what the augmentation feeds the model
                     logger.log_samples(images, targets, pos.step)
-                lr = optim.lr_at(pos.step, steps_per_epoch, total_steps, cfg.optim.lr, cfg.schedule)
-                optim.set_lr(ts.optimizer, lr)
-                torch.manual_seed(derive_seed(cfg.seed, "step", info.rank, pos.step))  # dropout masks
-                loss = step.train_step(train_model, normalize(images), targets.to(info.device, non_blocking=True),
-                                       ts.optimizer, ts.scaler, criterion, autocast, cfg.train.grad_clip)
-                meter.add(loss)
-                pos.advance()
-                epoch_done = pos.step_in_epoch >= steps_per_epoch or finished()  # the epoch's end saves
+                    account.start_training()
                 every = cfg.checkpoint.every_steps
-                verdict = guard.check(loss, will_save=epoch_done or checkpoint.due(  # a sync point (CPU only)
-                    pos.step, every_steps=every, epoch_done=epoch_done))
+                with account.measure("compile" if pos.step == start_step and cfg.model.compile else "step"):
+                    lr = optim.lr_at(pos.step, steps_per_epoch, total_steps, cfg.optim.lr, cfg.schedule)
+                    optim.set_lr(ts.optimizer, lr)
+                    torch.manual_seed(derive_seed(cfg.seed, "step", info.rank, pos.step))  # dropout masks
+                    loss = step.train_step(train_model, normalize(images), targets.to(info.device, non_blocking=True),
+                                           ts.optimizer, ts.scaler, criterion, autocast, cfg.train.grad_clip)
+                    meter.add(loss)
+                    pos.advance()
+                    epoch_done = pos.step_in_epoch >= steps_per_epoch or finished()  # the epoch's end saves
+                    verdict = guard.check(loss, will_save=epoch_done or checkpoint.due(  # a sync point (CPU)
+                        pos.step, every_steps=every, epoch_done=epoch_done))
                 if verdict.nonfinite and _nonfinite_stops(verdict, ts.scaler, cfg, info.rank, pos.step, ckpt_dir):
                     return EXIT_NONFINITE
                 if pos.step % cfg.train.log_every == 0:
@@ -148,27 +162,35 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                                   stop=verdict.stop):
                     save()
                 if verdict.stop:
-                    return _stop(logger, info, pos.step)
-            del batches, loader  # stop this epoch's workers before validation starts its own
+                    return _stop(logger, saver, account, info, pos.step)
+            account.epoch_ended()
+            if not cfg.data.persistent_workers:
+                batches = None  # this epoch's workers stop before validation starts its own
             logger.log({"train/epoch_batches": dist.same_count(pos.step_in_epoch - first_batch, "batches this "
                                                                 "epoch", info)}, pos.step)
             if cfg.ddp.check_weights:  # replicas that drifted apart are stopped here, not trained on
                 logger.log({"ddp/weights_digest": dist.check_weights_agree(model, info)}, pos.step)
 
-            if manifest.val is not None:
-                save()  # before validating: a stop (or a kill) during validation then loses no training
-                if guard.stop_requested():
-                    return _stop(logger, info, pos.step)
             if pos.step_in_epoch >= steps_per_epoch:
                 pos.next_epoch()
             val = None
-            if manifest.val is not None:
-                val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch,
-                               num_classes)
+            if manifest.val is not None and (pos.epoch % cfg.train.val_every_epochs == 0 or finished()):
+                with account.measure("validation"):
+                    val = validate(train_model, manifest.val, cfg.data, info, normalize, autocast, local_batch,
+                                   num_classes)
                 logger.log(val, pos.step)
-            save(val)
+            save(val)  # the epoch's one checkpoint, written while the next epoch starts
+            logger.log(account.window(), pos.step)
+            if guard.stop_requested():  # e.g. a signal during validation
+                return _stop(logger, saver, account, info, pos.step)
+        batches = None  # the workers stop now, inside the accounted time, not at interpreter exit
+        if saver:
+            saver.wait()  # the last checkpoint is durable before the run reports success
+        log.info("%s", account.table())
         return 0
     finally:
+        if saver:
+            saver.close()  # an error on the way out still waits for the save in flight
         logger.close()
         if lock:
             lock.release()
@@ -183,10 +205,15 @@ def _check_for_this_run(cfg: Config, info: dist.DistInfo) -> None:
     data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
 
 
-def _stop(logger: metrics.Logger, info: dist.DistInfo, step: int) -> int:
+def _stop(logger: metrics.Logger, saver: AsyncCheckpointer | None, account: TimeAccount, info: dist.DistInfo,
+          step: int) -> int:
     """After a stop request's checkpoint: every rank waits until it is on disk, then exits."""
     logger.preempting()  # W&B shows the run as preempted (to be resumed), not finished
+    if saver:
+        saver.wait()
     dist.barrier(info)  # nobody exits before the checkpoint is on disk
+    if info.is_main:
+        log.info("%s", account.table())
     log.warning("rank %d: stopped by a signal at step %d, checkpoint saved; resume with the same command",
                 info.rank, step)
     return EXIT_PREEMPTED

@@ -7,6 +7,8 @@ parameters with 1000 classes. Parameter groups keep weight decay off biases and 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -123,6 +125,16 @@ def count_parameters(model: nn.Module) -> int:
 def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:
     """`torch.compile(model)` when `compile` (model.compile), else the model itself."""
     return cast(nn.Module, torch.compile(model)) if compile else model
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Keep torch.compile's caches (Inductor's FX graphs and kernels, Triton's binaries) in `directory`,
+    e.g. under run.dir, so that a restart of the run, on this node or another one sharing the
+    filesystem, reuses them instead of compiling from scratch. An explicit TORCHINDUCTOR_CACHE_DIR wins."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+        os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
 
 
 def to_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:

@@ -1,7 +1,8 @@
 """`python -m trainer.plot RUN_DIR`: training curves from RUN_DIR/metrics.jsonl as one PNG, no W&B needed.
 
-Four panels against the optimizer step: loss (train and validation), learning rate, validation
-top-1/top-5, and throughput (images/s over all ranks). A resume that logged some steps again
+Six panels against the optimizer step: loss (train and validation), learning rate, validation
+top-1/top-5, throughput (images/s over all ranks), goodput, and where each epoch's time went
+(trainer/goodput.py's buckets). A resume that logged some steps again
 keeps the newest value for each step, as W&B draws them against `trainer/step`.
 """
 
@@ -17,11 +18,16 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
+from trainer.goodput import BUCKETS  # noqa: E402
+
 PANELS = (  # (title, y label, [(metric, legend label)])
     ("loss", "cross-entropy", [("train/loss", "train"), ("val/loss", "validation")]),
     ("learning rate", "lr", [("train/lr", "lr")]),
     ("validation accuracy", "accuracy", [("val/top1", "top-1"), ("val/top5", "top-5")]),
     ("throughput", "images/s (all ranks)", [("perf/images_per_s", "images/s")]),
+    ("goodput (training steps / wall time, per epoch)", "fraction", [("perf/goodput", "goodput")]),
+    ("where each epoch's time went", "seconds",
+     [(f"time/{bucket}_s", bucket) for bucket in BUCKETS]),
 )
 
 
@@ -42,7 +48,7 @@ def read_series(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot(run_dir: Path, out: Path) -> Path:
     series = read_series(run_dir / "metrics.jsonl")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12), constrained_layout=True)
     for ax, (title, ylabel, lines) in zip(axes.flat, PANELS):
         drawn = False
         for key, label in lines:

@@ -1,25 +1,25 @@
-"""Train and eval presets: JPEG bytes -> uint8 CHW tensors; normalisation happens later, on the device.
+"""Train and eval presets: JPEG bytes -> uint8 images written into a batch; normalisation happens later,
+on the device.
 
-A preset turns an image's size into a `Plan` (crop, resize, centre crop, flip) and renders it on a
-libjpeg-turbo decode, reduced in the DCT when the crop allows; trainer/gpu_decode.py renders the same
-plans on the GPU. Augmentation randomness comes from a `random.Random` the caller derives from (seed,
-epoch, key), so a sample's crop does not depend on which samples were decoded before it.
+A preset turns an image's size into a `Plan` (crop, resize, centre crop, flip) and renders it: only the
+pixels the plan uses are decoded (trainer/jpeg.py; at 1/2, 1/4 or 1/8 size when the crop allows), then
+resized straight into the image's slot of the batch. trainer/gpu_decode.py renders the same plans on
+the GPU. Augmentation randomness comes from a `random.Random` the caller derives from (seed, epoch, key),
+so a sample's crop does not depend on which samples were decoded before it.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import random
-from collections.abc import Iterable
 from typing import NamedTuple
 
-import numpy as np
-import simplejpeg
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import get_worker_info
+
+from trainer import jpeg
+from trainer.jpeg import decode, jpeg_size  # noqa: F401 - part of this module's interface (tests, gpu_decode)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,41 +91,24 @@ def dct_reduction(plan: Plan, margin: float) -> int:
     return next((k for k in DCT_REDUCTIONS if margin and k * margin <= room), 1)
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from the JPEG header alone (any other format: PIL reads its header)."""
-    try:
-        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-        return h, w
-    except ValueError:
-        w, h = Image.open(io.BytesIO(data)).size
-        return h, w
-
-
-def decode(data: bytes, height: int, width: int, reduction: int = 1) -> np.ndarray:
-    """HWC uint8 RGB, about `reduction` times smaller per side (exact sizes: read the array's shape)."""
-    try:
-        # strict: a truncated JPEG raises instead of decoding with its missing rows filled grey; PIL
-        # below still reads files with mere warnings (extraneous bytes), and refuses truncated ones too
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
-                                      min_height=-(-height // reduction), min_width=-(-width // reduction))
-    except ValueError:  # not a JPEG libjpeg-turbo reads as RGB (e.g. CMYK, PNG): PIL, full size
-        img = Image.open(io.BytesIO(data))
-        return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # a writable copy, as torch wants
+def crop_box(plan: Plan, rows: int, cols: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The plan's crop in the pixels of a (rows, cols) decode of a (height, width) image: (top, left, h, w),
+    at least one pixel, inside the image."""
+    sy, sx = rows / height, cols / width
+    top, left = min(round(plan.top * sy), rows - 1), min(round(plan.left * sx), cols - 1)
+    bottom = min(max(round((plan.top + plan.height) * sy), top + 1), rows)
+    right = min(max(round((plan.left + plan.width) * sx), left + 1), cols)
+    return top, left, bottom - top, right - left
 
 
 def render(image: torch.Tensor, plan: Plan, size: int, height: int, width: int) -> torch.Tensor:
-    """Apply `plan` to a (1, C, H', W') image that was decoded from (height, width) pixels at any scale.
-
-    Bilinear with antialias, as PIL and torchvision resize: uint8 in and out (torch's uint8 kernel on
-    the CPU is ~3x faster than PIL; on CUDA it computes in float and rounds)."""
-    sy, sx = image.shape[-2] / height, image.shape[-1] / width
-    top, bottom = round(plan.top * sy), round((plan.top + plan.height) * sy)
-    left, right = round(plan.left * sx), round((plan.left + plan.width) * sx)
-    x = image[..., top:max(bottom, top + 1), left:max(right, left + 1)]
+    """Apply `plan` to a (1, C, H', W') image that was decoded from (height, width) pixels at any scale
+    (the data.decode=gpu path; the CPU presets decode only the crop). Bilinear with antialias, as PIL and
+    torchvision resize; on CUDA in float, rounded."""
+    top, left, h, w = crop_box(plan, image.shape[-2], image.shape[-1], height, width)
+    x = image[..., top:top + h, left:left + w]
     if x.shape[-2:] != (plan.out_h, plan.out_w):
         floats = x.dtype == torch.uint8 and x.device.type != "cpu"
-        # a dense channels-last crop takes the CPU's vectorised uint8 path and comes out channels-last,
-        # so collate copies it straight into the batch (measured 2x faster than resizing the strided slice)
         x = x.float() if floats else x.contiguous(memory_format=torch.channels_last)
         x = F.interpolate(x, (plan.out_h, plan.out_w), mode="bilinear", antialias=True, align_corners=False)
         if floats:
@@ -134,8 +117,23 @@ def render(image: torch.Tensor, plan: Plan, size: int, height: int, width: int) 
     return x.flip(-1) if plan.flip else x
 
 
+def _region(h: int, w: int) -> torch.Tensor:
+    # (1, h, w, 3): its NCHW view has a batch stride of h*w*3, which F.interpolate reads as channels-last and
+    # answers with its vectorised uint8 kernel (a (3, h, w) view's unsqueeze(0) takes a path ~3x slower)
+    return torch.empty((1, h, w, 3), dtype=torch.uint8)
+
+
+def _resize(region: torch.Tensor, size: tuple[int, int] | None = None,
+            scale: tuple[float, float] | None = None) -> torch.Tensor:
+    """(1, h, w, 3) uint8 -> (H, W, 3) view, to `size` or by `scale`: bilinear with antialias, as PIL and
+    torchvision."""
+    x = F.interpolate(region.permute(0, 3, 1, 2), size=size, scale_factor=scale, mode="bilinear", antialias=True,
+                      align_corners=False, recompute_scale_factor=False if scale else None)
+    return x[0].permute(1, 2, 0)
+
+
 class TrainPreset:
-    """RandomResizedCrop(size) and a horizontal flip, on JPEG bytes; returns a (3, size, size) uint8 tensor."""
+    """RandomResizedCrop(size) and a horizontal flip, on JPEG bytes."""
 
     def __init__(self, size: int, margin: float = 2.0) -> None:
         self.size, self.margin = size, margin
@@ -144,9 +142,23 @@ class TrainPreset:
         height, width = jpeg_size(data)
         return train_plan(rng, height, width, self.size), height, width
 
-    def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
+    def render_into(self, data: bytes, rng: random.Random, out: torch.Tensor) -> torch.Tensor:
+        """Write the image into `out`, a contiguous (size, size, 3) uint8 tensor (a slot of the batch)."""
         plan, height, width = self.plan(data, rng)
-        return _render_cpu(data, plan, self.size, height, width, self.margin)
+        k = dct_reduction(plan, self.margin)
+        rows, cols = jpeg.decoded_size(height, width, k)
+        top, left, h, w = crop_box(plan, rows, cols, height, width)
+        if (h, w) == out.shape[:2]:
+            jpeg.decode_box(data, out, height, width, k, top, left, plan.flip)
+            return out
+        region = _region(h, w)
+        jpeg.decode_box(data, region[0], height, width, k, top, left, False)
+        resized = _resize(region, size=(self.size, self.size))
+        return out.copy_(resized.flip(1) if plan.flip else resized)  # torch's flip: 2x faster than the decoder's
+
+    def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
+        """The image alone: (3, size, size) uint8."""
+        return self.render_into(data, rng, torch.empty((self.size, self.size, 3), dtype=torch.uint8)).permute(2, 0, 1)
 
 
 class EvalPreset:
@@ -159,37 +171,44 @@ class EvalPreset:
         height, width = jpeg_size(data)
         return eval_plan(height, width, self.size, self.resize), height, width
 
-    def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
+    def render_into(self, data: bytes, rng: random.Random | None, out: torch.Tensor) -> torch.Tensor:
+        """Write the image into `out`, a contiguous (size, size, 3) uint8 tensor (a slot of the batch).
+
+        Only the rows and columns up to the centre crop's far edges (and the resize filter's reach) are
+        decoded and resized; with no resize at all (short side already `resize`) only the crop is decoded."""
         plan, height, width = self.plan(data)
-        return _render_cpu(data, plan, self.size, height, width, self.margin)
+        k = dct_reduction(plan, self.margin)
+        rows, cols = jpeg.decoded_size(height, width, k)
+        if (rows, cols) == (plan.out_h, plan.out_w):
+            jpeg.decode_box(data, out, height, width, k, plan.ctop, plan.cleft, False)
+            return out
+        scale = (plan.out_h / rows, plan.out_w / cols)
+        need = (_reach(plan.ctop + self.size, scale[0], rows), _reach(plan.cleft + self.size, scale[1], cols))
+        region = _region(*need)
+        jpeg.decode_box(data, region[0], height, width, k, 0, 0, False)
+        if need == (rows, cols):
+            resized = _resize(region, size=(plan.out_h, plan.out_w))
+        else:  # a window from the top left: the full image's scale keeps every pixel where it was
+            resized = _resize(region, scale=scale)
+        return out.copy_(resized[plan.ctop:plan.ctop + self.size, plan.cleft:plan.cleft + self.size])
+
+    def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
+        """The image alone: (3, size, size) uint8."""
+        return self.render_into(data, rng, torch.empty((self.size, self.size, 3), dtype=torch.uint8)).permute(2, 0, 1)
 
 
-def _render_cpu(data: bytes, plan: Plan, size: int, height: int, width: int, margin: float) -> torch.Tensor:
-    pixels = decode(data, height, width, dct_reduction(plan, margin))
-    image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # channels-last NCHW view, no copy
-    return render(image, plan, size, height, width)[0]
+def _reach(n: int, scale: float, length: int) -> int:
+    """How many input pixels an antialiased bilinear resize by `scale` reads for its first `n` outputs (its
+    kernel spans 1 input pixel per side, or 1/scale when shrinking), plus one for rounding; at most `length`."""
+    support = max(1 / scale, 1.0)
+    return min(length, max(math.ceil(n / scale), int((n - 0.5) / scale + support + 0.5)) + 1)
 
 
-def collate(images: Iterable[torch.Tensor | None], n: int) -> torch.Tensor | None:
-    """Copy `n` (3, H, W) uint8 images into an NCHW uint8 batch stored channels-last; None if all are None.
-
-    `images` may be a generator: one image is alive at a time, so a worker holds one batch, not two.
-    A None (a sample that could not be decoded) gets a copy of another image of the batch. In a
-    DataLoader worker the batch is allocated in shared memory (as default_collate does), so handing it
-    to the main process copies nothing."""
-    batch, missing, stand_in = None, [], 0
-    for i, image in enumerate(images):
-        if image is None:
-            missing.append(i)
-            continue
-        if batch is None:
-            c, h, w = image.shape
-            batch = shared_empty((n, h, w, c)).permute(0, 3, 1, 2)
-            stand_in = i
-        batch[i].copy_(image)
-    for i in missing if batch is not None else ():
-        batch[i].copy_(batch[stand_in])
-    return batch
+def empty_batch(n: int, size: int) -> torch.Tensor:
+    """(n, size, size, 3) uint8: each image's slot is contiguous; `.permute(0, 3, 1, 2)` is the NCHW batch,
+    stored channels-last. In a DataLoader worker it lives in shared memory, so handing it to the main
+    process copies nothing."""
+    return shared_empty((n, size, size, 3))
 
 
 def shared_empty(shape: tuple[int, ...]) -> torch.Tensor:

@@ -35,7 +35,6 @@ class WandbLogger:
 
         self.wandb, self.cfg, self.run_dir, self.run_id = wandb, cfg, run_dir, run_id
         self.offline, self.broken, self.preempted = cfg.mode == "offline", False, False
-        self.pending: tuple[Path, int, bool] | None = None  # the newest checkpoint, not yet uploaded
         kwargs: dict[str, Any] = dict(
             project=cfg.project, entity=cfg.entity, name=cfg.name or run_dir.resolve().name, group=cfg.group,
             tags=cfg.tags or None, dir=str(run_dir), id=run_id, resume="allow", config=config,
@@ -61,8 +60,6 @@ class WandbLogger:
         self.step = max(_read_int(run_dir / STEP_FILE), self.run.starting_step)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        if self.pending and step > self.pending[1]:
-            self._upload()
         self._log({STEP_KEY: step, **metrics})
 
     def replay(self, rows: Iterable[Row]) -> int:
@@ -113,23 +110,25 @@ class WandbLogger:
         self._log({STEP_KEY: step, key: self.wandb.Image(image, caption=caption)})
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
-        """Queue `path` as the next version of artifact checkpoint-<run id>, aliases `latest` (and `best`).
-
-        Sent once training moves past `step` (or at close): the epoch's end saves twice at one step,
-        before and after validation, and only the second, which knows whether it is the best, is sent.
-        """
+        """Log `path` (durable by now) as the next version of artifact checkpoint-<run id>, aliases `latest`,
+        `step-<step>` (and `best`). W&B copies the file into its staging area before this returns."""
         if not self.cfg.log_checkpoints or self.broken:
             return
-        if self.pending and self.pending[1] != step:
-            self._upload()
-        self.pending = (path, step, best)
+        if not path.is_file():  # rotated away already (checkpoint.keep_last=1 and frequent saves)
+            log.warning("W&B artifact skipped: checkpoint %s no longer exists", path)
+            return
+        aliases = ["latest", f"step-{step}"] + (["best"] if best else [])
+        try:
+            artifact = self.wandb.Artifact(f"checkpoint-{self.run_id}", type="model", metadata={"step": step})
+            artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact, aliases=aliases)
+        except Exception as e:
+            log.warning("W&B could not log checkpoint %s as an artifact (%s: %s)", path, type(e).__name__, e)
 
     def close(self) -> None:
         # Called from the loop's `finally`: an exception on its way out marks the W&B run failed.
         exc = sys.exc_info()[1]
         failed = exc is not None and not (isinstance(exc, SystemExit) and not exc.code)
-        if self.pending:
-            self._upload()
         try:
             # Bounded by wandb.finish_timeout_s. Non-zero after `preempting`: "preempted", not "finished".
             self.run.finish(exit_code=1 if failed else _PREEMPTED if self.preempted else 0)
@@ -143,21 +142,6 @@ class WandbLogger:
     def sync_command(self) -> str:
         # All offline segments of this run (one per restart); `wandb sync` sends them in start order.
         return f"wandb sync {self.run_dir / 'wandb'}/offline-run-*-{self.run_id}"
-
-    def _upload(self) -> None:
-        assert self.pending is not None
-        path, step, best = self.pending
-        self.pending = None
-        if not path.is_file():  # rotated away already (checkpoint.keep_last=1 and frequent saves)
-            log.warning("W&B artifact skipped: checkpoint %s no longer exists", path)
-            return
-        aliases = ["latest", f"step-{step}"] + (["best"] if best else [])
-        try:
-            artifact = self.wandb.Artifact(f"checkpoint-{self.run_id}", type="model", metadata={"step": step})
-            artifact.add_file(str(path), name=path.name)  # copied into W&B's staging area before returning
-            self.run.log_artifact(artifact, aliases=aliases)
-        except Exception as e:
-            log.warning("W&B could not log checkpoint %s as an artifact (%s: %s)", path, type(e).__name__, e)
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.broken:

@@ -1,0 +1,94 @@
+"""Checkpoints written in the background: the loop blocks only while the state is copied to host memory.
+
+A thread runs checkpoint.save, the same durable writer as a synchronous save (temp file, fsync, rename,
+fsync the directory, rotation), then best.pt; so a SIGKILL during a background write leaves the
+previous checkpoint valid, exactly as during a synchronous one. At most one save is in flight: the next
+`save`, a stop, the end of the run and an exception all `wait` for it, and `wait` raises what the write
+raised (a full disk: CheckpointWriteError, exit status 5). A thread over our own writer rather than
+torch.distributed.checkpoint.async_save: DCP writes a directory of per-rank shards with its own
+metadata, which would give up the single CRC-checked, weights_only file that resume, evaluate and
+export read; with one writer (the main rank) and ~400 MB, the copy is what blocks, not the format.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer import checkpoint
+
+log = logging.getLogger(__name__)
+
+Saved = Callable[[Path, int, bool], None]  # (path, step, best): called on the caller's thread once durable
+
+
+class AsyncCheckpointer:
+    def __init__(self, directory: Path, keep_last: int, keep_best: bool, on_saved: Saved,
+                 background: bool = True) -> None:
+        self.directory, self.keep_last, self.keep_best = directory, keep_last, keep_best
+        self.on_saved, self.background = on_saved, background
+        self._thread: threading.Thread | None = None
+        self._result: tuple[Path, int, bool] | BaseException | None = None
+        self._pinned: dict[str, torch.Tensor] = {}  # reused host buffers for CUDA tensors
+
+    def save(self, state: dict[str, Any], step: int, best: bool) -> None:
+        """Snapshot `state` (blocking: a copy into host memory) and write it in the background."""
+        self.wait()
+        snapshot = self._to_host(state, "")
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the non-blocking device-to-host copies have landed
+        if not self.background:
+            self._write(snapshot, step, best)
+            self.wait()
+            return
+        self._thread = threading.Thread(target=self._write, args=(snapshot, step, best),
+                                        name=f"checkpoint-{step}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the save in flight (if any) is durable; raise what it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        result, self._result = self._result, None
+        if isinstance(result, BaseException):
+            raise result
+        if result is not None:
+            self.on_saved(*result)
+
+    def close(self) -> None:
+        """`wait` on the way out after an error: a failed write is logged, the first error stays the one raised."""
+        try:
+            self.wait()
+        except Exception as e:  # noqa: BLE001 - another exception is already on its way out
+            log.error("%s", e)
+
+    def _write(self, snapshot: dict[str, Any], step: int, best: bool) -> None:
+        try:
+            path = checkpoint.save(snapshot, self.directory, step, self.keep_last)
+            if best and self.keep_best:
+                checkpoint.mark_best(path)
+            self._result = (path, step, best)
+        except BaseException as e:  # noqa: BLE001 - handed to the loop's thread by `wait`
+            self._result = e
+
+    def _to_host(self, value: Any, key: str) -> Any:
+        """A copy of `value` that training can no longer change: tensors on the host, plain data copied."""
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cpu":
+                return value.detach().clone()
+            buffer = self._pinned.get(key)
+            if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+                buffer = self._pinned[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            return buffer.copy_(value.detach(), non_blocking=True)
+        if isinstance(value, dict):
+            return {k: self._to_host(v, f"{key}/{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._to_host(v, f"{key}/{i}") for i, v in enumerate(value))
+        return copy.deepcopy(value)
