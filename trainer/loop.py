@@ -74,19 +74,8 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     total_steps = steps_per_epoch * cfg.train.epochs
     num_classes = cfg.model.num_classes or len(manifest.class_names)
 
-    check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = to_memory_format(build_model(cfg.model, num_classes).to(info.device), cfg.model.channels_last)
-    ts = TrainState(model, optim.build_optimizer(cfg.optim, model),
-                    torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16"), config=to_dict(cfg),
-                    plan=data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
-                                   batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
-                                   train_samples=manifest.train.num_samples, steps_per_epoch=steps_per_epoch))
-    # The main rank picks the checkpoint so that every rank resumes from the same file.
-    found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
-    chosen = dist.broadcast_object(str(found[0]) if found else None, info)
-    if chosen:
-        ts.restore(found[1] if found else checkpoint.load(Path(chosen)), chosen)
+    ts = _state(cfg, info, num_classes, manifest.train.num_samples, steps_per_epoch, ckpt_dir)
+    model = ts.model
     if info.is_main:
         (run_dir / "config.yaml").write_text(dump(cfg))
         ts.run_id = metrics.resolve_run_id(run_dir, ts.run_id)  # also kept in run_dir: a restart continues it
@@ -194,6 +183,25 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
         logger.close()
         if lock:
             lock.release()
+
+
+def _state(cfg: Config, info: dist.DistInfo, num_classes: int, train_samples: int, steps_per_epoch: int,
+           ckpt_dir: Path) -> TrainState:
+    """The model, optimizer and scaler, fresh or resumed from the checkpoint the main rank picks (every rank
+    resumes from the same file)."""
+    check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = to_memory_format(build_model(cfg.model, num_classes).to(info.device), cfg.model.channels_last)
+    ts = TrainState(model, optim.build_optimizer(cfg.optim, model),
+                    torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16"), config=to_dict(cfg),
+                    plan=data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
+                                   batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
+                                   train_samples=train_samples, steps_per_epoch=steps_per_epoch))
+    found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
+    chosen = dist.broadcast_object(str(found[0]) if found else None, info)
+    if chosen:
+        ts.restore(found[1] if found else checkpoint.load(Path(chosen)), chosen)
+    return ts
 
 
 def _check_for_this_run(cfg: Config, info: dist.DistInfo) -> None:
