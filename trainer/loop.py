@@ -157,7 +157,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 batches = None  # this epoch's workers stop before validation starts its own
             logger.log({"train/epoch_batches": dist.same_count(pos.step_in_epoch - first_batch, "batches this "
                                                                 "epoch", info)}, pos.step)
-            if cfg.ddp.check_weights:  # replicas that drifted apart are stopped here, not trained on
+            if cfg.ddp.check_weights and info.world_size > 1:  # replicas that drifted apart stop here
                 logger.log({"ddp/weights_digest": dist.check_weights_agree(model, info)}, pos.step)
 
             if pos.step_in_epoch >= steps_per_epoch:
