@@ -22,8 +22,9 @@ from webdataset import TarWriter
 
 from bench.samples import SAMPLES
 from data_prep.encode import EncodeOptions, RejectImage, to_rgb_jpeg
-from data_prep.plan import make_plan
-from data_prep.prepare import PrepConfig, class_table, prepare
+from data_prep.inputs import Inputs
+from data_prep.plan import class_table, make_plan, resolve
+from data_prep.prepare import PrepConfig, prepare
 from data_prep.records import Record, is_image_name, read_bytes
 from data_prep.synthetic import encode, make_image
 from data_prep.writer import TAR_MTIME, TAR_USER
@@ -48,28 +49,29 @@ def generated_records(folder: str, count: int = 1000, classes: int = 100) -> lis
     return records
 
 
-def sequential(records: list[Record], out: str, shard_size: int, opts: EncodeOptions) -> None:
+def sequential(records: list[Record], folder: str, out: str, shard_size: int, opts: EncodeOptions) -> None:
     """The plain loop: plan, then read -> encode -> TarWriter, one image after another."""
     classes = class_table(sorted({r.wnid for r in records if r.wnid is not None}))
-    plan = make_plan({"train": records}, classes, seed=0, shard_size=shard_size,
-                     prefix="imagenet", params={}, rejected=[])
+    paths: dict[str, str | None] = {"train": folder}
+    plan = make_plan({"train": records}, classes, paths=paths, seed=0, shard_size=shard_size,
+                     prefix="imagenet", params={})
     for shard in plan["splits"]["train"]:
         path = os.path.join(out, shard["file"])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with TarWriter(path, user=TAR_USER, group=TAR_USER, mtime=TAR_MTIME, encoder=False) as tw:
-            for key, cls, src, offset, size, member in shard["samples"]:
-                rec = Record(key, None, plan["sources"][src], offset, size, member)
+            for s in shard["samples"]:
+                rec = Record(s.key, None, resolve(s.source, paths), s.offset, s.size)
                 try:
                     data = to_rgb_jpeg(read_bytes(rec), opts).data
                 except RejectImage:
                     continue
-                tw.write({"__key__": key, "cls": str(cls).encode(), "jpg": data})
+                tw.write({"__key__": s.key, "cls": str(s.cls).encode(), "jpg": data})
 
 
-def ours(records: list[Record], out: str, shard_size: int, opts: EncodeOptions, workers: int) -> None:
+def ours(records: list[Record], folder: str, out: str, shard_size: int, opts: EncodeOptions, workers: int) -> None:
     classes = class_table(sorted({r.wnid for r in records if r.wnid is not None}))
     cfg = PrepConfig(out, shard_size, 0, workers, "imagenet", opts, progress=False)
-    prepare({"train": records}, classes, [], cfg, {"name": "bench"})
+    prepare(Inputs({"train": records}, classes, params={"name": "bench"}, paths={"train": folder}), cfg)
 
 
 def _cpu_seconds() -> float:
@@ -117,10 +119,11 @@ def main() -> None:
     opts = EncodeOptions(max_short_side=a.max_short_side)
     with tempfile.TemporaryDirectory() as tmp:
         if a.images:
-            records, source = real_records(a.images), a.images
+            records, source, folder = real_records(a.images), a.images, a.images
         else:
-            os.makedirs(os.path.join(tmp, "src"))
-            records, source = generated_records(os.path.join(tmp, "src")), "generated"
+            folder = os.path.join(tmp, "src")
+            os.makedirs(folder)
+            records, source = generated_records(folder), "generated"
         for r in records:               # warm the page cache so both sides read from memory
             read_bytes(r)
         best = {"sequential": float("inf"), "ours": float("inf")}
@@ -130,9 +133,9 @@ def main() -> None:
                 out = os.path.join(tmp, f"{name}{i}")
                 t, c = time.perf_counter(), _cpu_seconds()
                 if name == "sequential":
-                    sequential(records, out, a.shard_size, opts)
+                    sequential(records, folder, out, a.shard_size, opts)
                 else:
-                    ours(records, out, a.shard_size, opts, a.workers)
+                    ours(records, folder, out, a.shard_size, opts, a.workers)
                 best[name] = min(best[name], time.perf_counter() - t)
                 cpu[name] = min(cpu[name], _cpu_seconds() - c)
         cores = effective_cores(a.workers)

@@ -92,9 +92,7 @@ def _prep(a: argparse.Namespace, held: list) -> int:
     got.params["name"] = a.name or a.prefix
     if not held:                    # created only now: bad inputs leave no folder behind
         held += outlock.hold(a.out, a.num_parts, a.part)
-    summary = prepare(got.splits, got.classes, got.refused, _config(a), got.params, got.ignored,
-                      got.skipped)
-    print_summary(summary)
+    print_summary(prepare(got, _config(a)))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 `folder`: class subfolders. `imagenet`: the official archives, the Kaggle layout or folders,
 with val labels from the devkit or Kaggle's CSV. All label problems surface here, before a plan.
+Inputs are scanned at their absolute paths, so every source lies inside `paths[split]` (plan.relative).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import labels as lab
-from .prepare import class_table
+from .plan import class_table
 from .records import PrepError, Record, Rejected
 from .sources import SplitScan, scan_split
 
@@ -21,8 +22,13 @@ class Inputs:
     classes: list[dict]
     refused: list[tuple[str, Rejected]] = field(default_factory=list)
     ignored: int = 0
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)           # command (and name): into the manifest's prep
     skipped: list[dict] = field(default_factory=list)    # split, source, reason: not classes
+    paths: dict[str, str | None] = field(default_factory=dict)  # input -> absolute path on this machine
+
+
+def _absolute(**given: str | None) -> dict[str, str | None]:
+    return {k: os.path.abspath(v) if v else None for k, v in given.items()}
 
 
 def _scan(split: str, path: str, wnid_only: bool = False) -> SplitScan:
@@ -32,7 +38,8 @@ def _scan(split: str, path: str, wnid_only: bool = False) -> SplitScan:
     return scan
 
 
-def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict) -> Inputs:
+def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict,
+             paths: dict[str, str | None]) -> Inputs:
     unlabelled = {s: sum(r.wnid is None for r in sc.records) for s, sc in scans.items()}
     for split, n in unlabelled.items():
         if n:
@@ -41,18 +48,15 @@ def _collect(scans: dict[str, SplitScan], classes: list[dict], params: dict) -> 
     return Inputs({s: sc.records for s, sc in scans.items()}, classes,
                   [(s, r) for s, sc in scans.items() for r in sc.refused],
                   sum(sc.ignored for sc in scans.values()), params,
-                  [dict(x, split=s) for s, sc in scans.items() for x in sc.skipped])
+                  [dict(x, split=s) for s, sc in scans.items() for x in sc.skipped], paths)
 
 
 def folder_inputs(train: str, val: str | None) -> Inputs:
     """Any image-folder dataset: class = folder name, index = its position in sorted order."""
-    scans = {"train": _scan("train", train)}
-    if val:
-        scans["val"] = _scan("val", val)
+    paths = _absolute(train=train, val=val)
+    scans = {s: _scan(s, p) for s, p in paths.items() if p}
     classes = class_table(scans["train"].classes)
-    params = {"command": "folder", "name": "imagenet", "train": os.path.abspath(train),
-              "val": os.path.abspath(val) if val else None}
-    return _collect(scans, classes, params)
+    return _collect(scans, classes, {"command": "folder"}, paths)
 
 
 def _label_val(scan: SplitScan, labels: dict[str, str], where: str) -> None:
@@ -71,8 +75,9 @@ def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = Non
     """ImageNet from the official archives, the Kaggle layout or folders (see module doc)."""
     if not train and not val:
         raise PrepError("give --train and/or --val")
+    paths = _absolute(train=train, val=val)
     # Only WNID-named folders/tars are classes: a stray `lost+found` would shift every label.
-    scans = {s: _scan(s, p, wnid_only=True) for s, p in (("train", train), ("val", val)) if p}
+    scans = {s: _scan(s, p, wnid_only=True) for s, p in paths.items() if p}
     names: dict[str, str] = {}
     leaf_wnids: list[str] = []
     if synsets is None and val_labels:
@@ -108,8 +113,5 @@ def imagenet_inputs(train: str | None, val: str | None, devkit: str | None = Non
         if unknown:
             raise PrepError(f"{where} names WNIDs that are not classes of the train set: "
                             f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    params = {"command": "imagenet", "name": "imagenet",
-              **{k: os.path.abspath(v) if v else None for k, v in
-                 (("train", train), ("val", val), ("devkit", devkit), ("val_labels", val_labels),
-                  ("synsets", synsets))}}
-    return _collect(scans, classes, params)
+    paths.update(_absolute(devkit=devkit, val_labels=val_labels, synsets=synsets))
+    return _collect(scans, classes, {"command": "imagenet"}, paths)

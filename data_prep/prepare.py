@@ -14,10 +14,11 @@ from tqdm import tqdm
 
 from . import __version__
 from .encode import EncodeOptions
+from .inputs import Inputs
 from .manifest import INFO_FILE, merge, shard_records
 from .parallel import open_pool
-from .plan import make_plan, save_or_check_plan, shard_part
-from .records import PrepError, Record, Rejected
+from .plan import make_plan, resolve_sources, save_or_check_plan, shard_part
+from .records import PrepError, Record
 from .writer import ShardTask, remove_stale_tmp, run_tasks
 
 DEFAULT_SHARD_SIZE = 1250   # ImageNet train (1,281,167 images) -> 1,025 shards of ~1,250
@@ -50,12 +51,6 @@ class Summary:
     info_path: str | None = None                    # None while other parts are unfinished
 
 
-def class_table(wnids: list[str], names: dict[str, str] | None = None) -> list[dict]:
-    """Class index = position of the WNID in sorted order; name falls back to the WNID."""
-    names = names or {}
-    return [{"index": i, "wnid": w, "name": names.get(w, w)} for i, w in enumerate(sorted(wnids))]
-
-
 def check_labels(splits: dict[str, list[Record]], classes: list[dict]) -> None:
     known = {c["wnid"] for c in classes}
     for split, records in splits.items():
@@ -65,25 +60,22 @@ def check_labels(splits: dict[str, list[Record]], classes: list[dict]) -> None:
                             f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
 
 
-def prepare(splits: dict[str, list[Record]], classes: list[dict],
-            refused: list[tuple[str, Rejected]],
-            cfg: PrepConfig, params: dict, ignored: int = 0,
-            skipped: list[dict] | None = None) -> Summary:
+def prepare(got: Inputs, cfg: PrepConfig) -> Summary:
     """Write (or finish writing) the shards of this part; write `_info.json` when all are done."""
     if cfg.shard_size < 1 or not 0 <= cfg.part < cfg.num_parts:
         raise PrepError("need --shard-size >= 1 and 0 <= --part < --num-parts")
-    check_labels(splits, classes)
+    check_labels(got.splits, got.classes)
     # Imported before the pool forks, so workers inherit torch (webdataset's) instead of importing it.
     import webdataset  # noqa: F401
     start = time.time()
-    params = {**params, "version": __version__, "seed": cfg.seed, "shard_size": cfg.shard_size, "prefix": cfg.prefix,
-              "max_short_side": cfg.opts.max_short_side, "quality": cfg.opts.quality,
+    params = {**got.params, "version": __version__, "seed": cfg.seed, "shard_size": cfg.shard_size,
+              "prefix": cfg.prefix, "max_short_side": cfg.opts.max_short_side, "quality": cfg.opts.quality,
               "max_pixels": cfg.opts.max_pixels}
-    rejected = [dict(r.as_dict(), split=split) for split, r in refused]
-    plan = make_plan(splits, classes, seed=cfg.seed, shard_size=cfg.shard_size,
-                     prefix=cfg.prefix, params=params, rejected=rejected, skipped=skipped or [])
+    rejected = [dict(r.as_dict(), split=split) for split, r in got.refused]
+    plan = make_plan(got.splits, got.classes, paths=got.paths, seed=cfg.seed, shard_size=cfg.shard_size,
+                     prefix=cfg.prefix, params=params, rejected=rejected, skipped=got.skipped)
     os.makedirs(cfg.out, exist_ok=True)
-    save_or_check_plan(plan, cfg.out)
+    save_or_check_plan(plan, cfg.out, record_paths=cfg.part == 0)
 
     tasks, split_of = [], {}
     ordinal = 0
@@ -91,12 +83,13 @@ def prepare(splits: dict[str, list[Record]], classes: list[dict],
         for shard in shards:
             split_of[shard["file"]] = split
             if shard_part(ordinal, cfg.num_parts) == cfg.part:
-                samples = [[k, c, plan["sources"][s], o, n, m] for k, c, s, o, n, m in shard["samples"]]
-                tasks.append(ShardTask(cfg.out, shard["file"], samples, cfg.opts))
+                tasks.append(ShardTask(cfg.out, shard["file"], shard["samples"], got.paths, cfg.opts))
             ordinal += 1
 
-    summary = Summary(written={s: 0 for s in plan["splits"]}, ignored=ignored,
-                      rejected=list(rejected), skipped=list(plan["skipped"]))
+    # The console names sources where this run found them.
+    summary = Summary(written={s: 0 for s in plan["splits"]}, ignored=got.ignored,
+                      rejected=resolve_sources(plan["rejected"], got.paths),
+                      skipped=resolve_sources(plan["skipped"], got.paths))
     remove_stale_tmp(cfg.out, [t.file for t in tasks])
     pool = open_pool(min(cfg.workers, len(tasks)))  # before the bar's thread exists (see open_pool)
     bar = tqdm(total=sum(len(t.samples) for t in tasks), unit="img", disable=not cfg.progress,
@@ -105,8 +98,8 @@ def prepare(splits: dict[str, list[Record]], classes: list[dict],
         for r in run_tasks(pool, tasks):
             split = split_of[r.file]
             summary.written[split] += r.count
-            summary.rejected += [dict(x, split=split) for x in r.rejected]
-            summary.repaired += [dict(x, split=split) for x in r.repaired]
+            summary.rejected += resolve_sources([dict(x, split=split) for x in r.rejected], got.paths)
+            summary.repaired += resolve_sources([dict(x, split=split) for x in r.repaired], got.paths)
             summary.resized += r.resized
             summary.shards_kept += r.kept
             summary.shards_written += not r.kept

@@ -24,10 +24,6 @@ class Record:
     size: int = -1          # byte length inside the archive
     member: str = ""        # name inside the archive (for messages only)
 
-    @property
-    def source(self) -> str:
-        return f"{self.path}:{self.member}" if self.member else self.path
-
 
 @dataclass(frozen=True)
 class Rejected:

@@ -8,10 +8,6 @@ from collections import Counter
 from .prepare import Summary
 
 
-def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0]
-
-
 def print_summary(s: Summary, out=None) -> None:
     out = out or sys.stdout
     total = sum(s.written.values())

@@ -1,8 +1,8 @@
 """Write shards in parallel: one task per shard, each atomic and recorded, so reruns keep them.
 
-A shard is written to `<name>.tmp<pid>`, fsynced and renamed, then its DALI index (`<name>.idx`,
-dali_index.py); then a done record (sample count, sha256, bytes, rejected and repaired images) is
-written beside the plan. A rerun keeps a shard only when its bytes still match that record (and writes
+A shard is written atomically (atomic.py), then its DALI index (`<name>.idx`, dali_index.py); then a
+done record (sample count, sha256, bytes, rejected and repaired images) is written beside the plan.
+A shard is finished while its bytes still match that record (`finished`): a rerun keeps it (and writes
 its index if it lacks one). Tar metadata is fixed, so output is byte-identical.
 """
 
@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from . import dali_index
+from .atomic import atomic_file, atomic_write
 from .encode import EncodeOptions, RejectImage, to_rgb_jpeg
-from .plan import PLAN_DIR
+from .plan import PLAN_DIR, PlanSample, resolve
 from .records import Record, read_bytes
 
 TAR_MTIME = 0               # fixed member metadata: same input, same shard bytes
@@ -30,7 +31,8 @@ DELAY_ENV = "DATA_PREP_TEST_SHARD_DELAY"
 class ShardTask:
     out: str
     file: str                   # relative to `out`, e.g. train/imagenet-train-000000.tar
-    samples: list               # [key, cls, path, offset, size, member] per image
+    samples: list[PlanSample]
+    paths: dict[str, str | None]    # where this machine has the inputs the samples' sources name
     opts: EncodeOptions
 
 
@@ -62,15 +64,6 @@ def done_path(out: str, file: str) -> str:
     return os.path.join(out, PLAN_DIR, "done", file.replace("/", "__") + ".json")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -79,17 +72,19 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def kept_result(out: str, file: str) -> ShardResult | None:
-    """The recorded result if the shard on disk still has the recorded length and sha256."""
+def finished(out: str, file: str, *, hashed: bool) -> ShardResult | None:
+    """The done record of a finished shard: one whose file still has the recorded length and, when
+    `hashed`, sha256 (None otherwise). Resume hashes before it keeps a shard; the manifest checks
+    lengths only, since hashing every shard again is `verify`'s job."""
     try:
         with open(done_path(out, file)) as f:
-            rec = json.load(f)
+            rec = ShardResult(**json.load(f), kept=True)
         path = os.path.join(out, file)
-        if os.path.getsize(path) != rec["bytes"] or sha256_file(path) != rec["sha256"]:
+        if os.path.getsize(path) != rec.bytes or (hashed and sha256_file(path) != rec.sha256):
             return None
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, TypeError):    # no record, or not one of ours
         return None
-    return ShardResult(**{**rec, "kept": True})
+    return rec
 
 
 def write_shard(task: ShardTask) -> ShardResult:
@@ -99,40 +94,37 @@ def write_shard(task: ShardTask) -> ShardResult:
     res = ShardResult(task.file, 0, "", 0)
     # Imported here: webdataset imports torch (seconds), which verify, merge and refusals never need.
     from webdataset import TarWriter
-    # A per-process temp name: a worker orphaned by a killed run may still be finishing this shard.
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as raw:
+    with atomic_file(path) as raw:
         stream = _HashingWriter(raw)
         with TarWriter(stream, user=TAR_USER, group=TAR_USER, mtime=TAR_MTIME, encoder=False) as tw:
-            for key, cls, src, offset, size, member in task.samples:
-                rec = Record(key, None, src, offset, size, member)
+            for s in task.samples:
+                # Recorded as the plan names it (no machine's paths); the manifest resolves it.
+                source = f"{s.source}:{s.member}" if s.member else s.source
                 try:
-                    enc = to_rgb_jpeg(read_bytes(rec), task.opts)
+                    data = read_bytes(Record(s.key, None, resolve(s.source, task.paths), s.offset, s.size))
+                    enc = to_rgb_jpeg(data, task.opts)
                 except (RejectImage, OSError) as e:
-                    res.rejected.append({"key": key, "source": rec.source, "reason": str(e)})
+                    res.rejected.append({"key": s.key, "source": source, "reason": str(e)})
                     continue
-                tw.write({"__key__": key, "cls": str(cls).encode(), "jpg": enc.data})
+                tw.write({"__key__": s.key, "cls": str(s.cls).encode(), "jpg": enc.data})
                 res.count += 1
                 res.resized += enc.resized
                 if enc.repair:
                     note = {"detail": enc.detail} if enc.detail else {}
-                    res.repaired.append({"key": key, "source": rec.source, "repair": enc.repair, **note})
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
+                    res.repaired.append({"key": s.key, "source": source, "repair": enc.repair, **note})
     res.sha256, res.bytes = stream.sha.hexdigest(), stream.n
     if res.count:  # an index lists samples; a shard whose images were all rejected has none
         dali_index.write(path, os.path.join(task.out, dali_index.index_name(task.file)))
     os.makedirs(os.path.dirname(done_path(task.out, task.file)), exist_ok=True)
     record = {k: v for k, v in asdict(res).items() if k != "kept"}
-    _atomic_write(done_path(task.out, task.file), json.dumps(record).encode())
+    atomic_write(done_path(task.out, task.file), json.dumps(record).encode())
     if os.environ.get(DELAY_ENV):
         time.sleep(float(os.environ[DELAY_ENV]))
     return res
 
 
 def keep_or_write(task: ShardTask) -> ShardResult:
-    kept = kept_result(task.out, task.file)
+    kept = finished(task.out, task.file, hashed=True)
     if kept is None:
         return write_shard(task)
     index = os.path.join(task.out, dali_index.index_name(task.file))

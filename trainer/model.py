@@ -130,11 +130,16 @@ def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:
 def use_compile_cache(directory: Path) -> None:
     """Keep torch.compile's caches (Inductor's FX graphs and kernels, Triton's binaries) in `directory`,
     e.g. under run.dir, so that a restart of the run, on this node or another one sharing the
-    filesystem, reuses them instead of compiling from scratch. An explicit TORCHINDUCTOR_CACHE_DIR wins."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    filesystem, reuses them instead of compiling from scratch. A TORCHINDUCTOR_CACHE_DIR the user set wins.
+    """
+    # Inductor writes its default (a folder in /tmp, gone on another node) into the environment when
+    # it first looks, so "set" alone does not mean the user chose it.
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
         directory.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
-        os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
+        os.environ.setdefault("TRITON_CACHE_DIR", str(directory.resolve() / "triton"))
 
 
 def to_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
