@@ -52,10 +52,12 @@ def run(args: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def train(shards: Path, run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run the trainer; the sums of its per-epoch time windows (and the epoch gaps) from metrics.jsonl."""
+    """Run the trainer; the sums of this start's per-epoch time windows (and the epoch gaps) from metrics.jsonl."""
+    jsonl = run_dir / "metrics.jsonl"
+    before = len(jsonl.read_text().splitlines()) if jsonl.exists() else 0  # a restart appends to the file
     run(["trainer", "--config", str(ROOT / "configs" / "smoke_cpu.yaml"), f"data.root={shards}",
          f"run.dir={run_dir}", *PROXY, *overrides], env)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()[before:]]
     windows = [r for r in rows if "time/wall_s" in r]
     keys = [f"time/{b}_s" for b in BUCKETS] + ["time/wall_s", "time/epoch_gap_s"]
     out = {k: sum(w[k] for w in windows) for k in keys}
