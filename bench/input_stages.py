@@ -4,6 +4,7 @@ rounds, best of each. CPU milliseconds per image; the whole loader minus its sta
 per-batch Python around them.
 
   python -m bench.input_stages --images DIR [--max-short-side 256]
+  python -m bench.input_stages --shards ROOT        # a dataset data_prep already prepared
 
 Prepares DIR's photos with `python -m data_prep folder` as bench.input_pipeline does. The last line is one
 JSON object with every figure.
@@ -55,6 +56,15 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
         with open(url, "rb") as f:
             return list(tarstream.samples(f))
 
+    # Decoded images are dropped at once, as in the loader: keeping 1,000 of them would time page faults.
+    def decode_whole() -> None:
+        for j in jpegs:
+            simplejpeg.decode_jpeg(j, colorspace="RGB")
+
+    def decode_reduced() -> None:
+        for j, (_, h, w), (k, _) in zip(jpegs, plans, boxes):
+            jpeg.decode(j, h, w, k)
+
     def decode_regions() -> None:
         for j, (_, h, w), (k, (top, left, _, _)), r in zip(jpegs, plans, boxes, regions):
             jpeg.decode_box(j, r[0], h, w, k, top, left, False)
@@ -84,9 +94,8 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
         "per-sample RNG (derive_seed + Random)": lambda: [random.Random(derive_seed(0, "aug", 0, s.key, 0))
                                                           for s in samples],
         "JPEG header + crop plan": lambda: [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)],
-        "decode: whole image (the decode limit)": lambda: [simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs],
-        "decode: whole image at the DCT reduction": lambda: [jpeg.decode(j, h, w, k) for j, (_, h, w), (k, _)
-                                                             in zip(jpegs, plans, boxes)],
+        "decode: whole image (the decode limit)": decode_whole,
+        "decode: whole image at the DCT reduction": decode_reduced,
         "decode: the crop's region": decode_regions,
         "crop + resize + flip + copy into the batch, whole decode": render_whole_then_collate,
         "resize + flip + copy into the batch, region": resize_into_batch,
@@ -97,6 +106,7 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=SAMPLES)
+    parser.add_argument("--shards", default=None, help="a prepared dataset root (then --images is not used)")
     parser.add_argument("--max-short-side", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=50)
@@ -104,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
     result: dict = {"region_decode": jpeg.REGION_DECODE, "load_average_before": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
-        shards, _ = prepare(stage(args.images, tmp), tmp, args.max_short_side)
+        shards = args.shards or prepare(stage(args.images, tmp), tmp, args.max_short_side)[0]
         fns = stages(shards, args.batch)
         n = data.load_manifest(shards).train.num_samples
         best = {name: float("inf") for name in fns}

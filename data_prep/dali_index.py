@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tarfile
 
+from .atomic import atomic_write
+
 VERSION = "v1.2"  # the format DALI 2.x's wds2idx writes
 
 
@@ -43,10 +45,5 @@ def build(shard_path: str) -> str:
 
 
 def write(shard_path: str, index_path: str) -> None:
-    """Write the index of `shard_path` to `index_path` atomically (temp file, fsync, rename)."""
-    tmp = f"{index_path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(build(shard_path))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, index_path)
+    """Write the index of `shard_path` to `index_path` atomically (atomic.py)."""
+    atomic_write(index_path, build(shard_path).encode())

@@ -124,3 +124,11 @@ def test_without_the_extension_the_presets_decode_whole_images_alike(monkeypatch
     without = [p(j, random.Random(i)) for i, j in enumerate(jpegs) for p in presets]
     for a, b in zip(with_ext, without):
         assert (a.int() - b.int()).abs().max() <= 1
+
+
+def test_a_header_claiming_a_huge_image_is_refused_before_any_allocation():
+    data = bytearray(photo(64, 64, 1))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    with pytest.raises(ValueError, match=f"more than {jpeg.MAX_PIXELS} pixels"):
+        TrainPreset(224)(bytes(data), random.Random(0))
