@@ -60,9 +60,17 @@ class Run:
             time.sleep(0.05)
 
     def all_gone(self, timeout: float) -> list[int]:
-        """Wait up to `timeout` s for every process this run started to end; those still running."""
+        """Wait up to `timeout` s for every process this run started to end; those still running.
+
+        Besides the processes seen below the launcher, any process in their process groups counts: a
+        DataLoader worker forked and orphaned between two looks at /proc still has its rank's group."""
         deadline = time.monotonic() + timeout
-        while (alive := [p for p in sorted(self.seen) if _state(p) != "Z"]) and time.monotonic() < deadline:
+        while True:
+            groups = {self.proc.pid, *self.seen}
+            self.seen |= {pid for pid, pgid in _process_groups().items() if pgid in groups}
+            alive = [p for p in sorted(self.seen) if _state(p) != "Z"]
+            if not alive or time.monotonic() > deadline:
+                break
             time.sleep(0.05)
         for pid in alive:  # a failing test leaves nothing behind
             try:
@@ -144,6 +152,18 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _process_groups() -> dict[int, int]:
+    """{pid: process group id} of every process, read from /proc."""
+    groups = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                groups[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+            except (OSError, IndexError, ValueError):
+                continue
+    return groups
 
 
 def _state(pid: int) -> str:

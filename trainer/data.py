@@ -10,6 +10,7 @@ raw bytes, without decoding them. Validation reads every sample exactly once acr
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -319,13 +320,13 @@ def count_skipped(labels: torch.Tensor, so_far: int, limit: int) -> int:
     return total
 
 
-def _worker_init(worker_id: int) -> None:
+def _worker_init(rank_pid: int, worker_id: int) -> None:
     # A stop signal sent to a whole process group (SLURM, a terminal's Ctrl-C) must reach the rank only:
     # it decides when to stop, and a worker killed under it would crash the step instead of saving.
-    # Workers instead die with their rank, however it ends.
+    # Workers instead die with their rank, however it ends (also before this function ran).
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
-    die_with_parent()
+    die_with_parent(rank_pid)
 
 
 def check_decode(cfg: DataConfig, device: torch.device) -> None:
@@ -344,7 +345,7 @@ def _loader(stream: IterableDataset, cfg: DataConfig,
         num_workers=workers,
         pin_memory=device.type == "cuda",  # a pinned batch copies to the GPU asynchronously (Normalize)
         prefetch_factor=cfg.prefetch if workers else None,
-        worker_init_fn=_worker_init,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()),
     )
     return gpu_decode.GpuBatches(loader, decoder) if decoder else loader
 

@@ -108,15 +108,15 @@ def watch_launcher(rank: int, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent (pid `parent`, read before the fork) dies
+    (Linux; elsewhere a no-op).
 
     For DataLoader workers: they ignore stop signals (only their rank decides when to stop), so without
     this a worker could outlive a rank that was killed or left through `exit`."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request was in place
+    if os.getppid() != parent:  # the parent died before the request was in place (even before we ran)
         os._exit(EXIT_LAUNCHER_GONE)
