@@ -35,7 +35,9 @@ class AsyncCheckpointer:
         self.on_saved, self.background = on_saved, background
         self._thread: threading.Thread | None = None
         self._result: tuple[Path, int, bool] | BaseException | None = None
-        self._pinned: dict[str, torch.Tensor] = {}  # reused host buffers for CUDA tensors
+        # Host buffers, reused from save to save: no allocation (and no page zeroing by the kernel) per save;
+        # pinned for device tensors, so their copies are asynchronous. Reuse is safe: `save` waits first.
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def save(self, state: dict[str, Any], step: int, best: bool) -> None:
         """Snapshot `state` (blocking: a copy into host memory) and write it in the background."""
@@ -81,12 +83,11 @@ class AsyncCheckpointer:
     def _to_host(self, value: Any, key: str) -> Any:
         """A copy of `value` that training can no longer change: tensors on the host, plain data copied."""
         if isinstance(value, torch.Tensor):
-            if value.device.type == "cpu":
-                return value.detach().clone()
-            buffer = self._pinned.get(key)
+            buffer = self._buffers.get(key)
             if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
-                buffer = self._pinned[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
-            return buffer.copy_(value.detach(), non_blocking=True)
+                buffer = self._buffers[key] = torch.empty(value.shape, dtype=value.dtype,
+                                                          pin_memory=value.device.type == "cuda")
+            return buffer.copy_(value.detach(), non_blocking=value.device.type == "cuda")
         if isinstance(value, dict):
             return {k: self._to_host(v, f"{key}/{k}") for k, v in value.items()}
         if isinstance(value, (list, tuple)):
