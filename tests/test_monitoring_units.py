@@ -139,7 +139,7 @@ def test_plot_keeps_the_newest_value_of_a_step_logged_twice_and_names_a_missing_
     assert plot.read_series(tmp_path / "metrics.jsonl")["train/loss"] == [(2, 3.0), (4, 2.5), (6, 1.0)]
     out = plot.plot(tmp_path, tmp_path / "p" / "c.png")
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.size == (1200, 800)
+        assert image.format == "PNG" and image.size == (1200, 1200)  # six panels
     with pytest.raises(SystemExit) as exit_info:
         plot.main([str(tmp_path / "nothing-here")])
     assert exit_info.value.code == 2
