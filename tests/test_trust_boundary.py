@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,10 +166,10 @@ def test_a_run_id_from_a_checkpoint_or_the_run_dir_is_checked(tmp_path: Path, ca
     with caplog.at_level(logging.WARNING, logger="trainer.metrics"):
         for bad in ("../../escape", "ABC", "", 12345):
             run_id = metrics.resolve_run_id(tmp_path, bad)
-            assert run_id.isalnum() and run_id.islower() and run_id != bad
+            assert re.fullmatch("[a-z0-9]+", run_id) and run_id != bad
         id_file.write_text("../elsewhere\n")
         run_id = metrics.resolve_run_id(tmp_path, None)
-    assert run_id.isalnum() and id_file.read_text().strip() == run_id
+    assert re.fullmatch("[a-z0-9]+", run_id) and id_file.read_text().strip() == run_id
     assert "../../escape" in caplog.text and "../elsewhere" in caplog.text
     assert metrics.resolve_run_id(tmp_path, "1a2b3c4d") == "1a2b3c4d"
 
