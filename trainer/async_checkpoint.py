@@ -8,6 +8,9 @@ raised (a full disk: CheckpointWriteError, exit status 5). A thread over our own
 torch.distributed.checkpoint.async_save: DCP writes a directory of per-rank shards with its own
 metadata, which would give up the single CRC-checked, weights_only file that resume, evaluate and
 export read; with one writer (the main rank) and ~400 MB, the copy is what blocks, not the format.
+
+The copy itself can run while validation does (`stage`): validation reads the weights but never
+writes them, so at the epoch's end the loop blocks only for what validation did not already hide.
 """
 
 from __future__ import annotations
@@ -38,13 +41,37 @@ class AsyncCheckpointer:
         # Host buffers, reused from save to save: no allocation (and no page zeroing by the kernel) per save;
         # pinned for device tensors, so their copies are asynchronous. Reuse is safe: `save` waits first.
         self._buffers: dict[str, torch.Tensor] = {}
+        self._staging: tuple[int, threading.Thread, list[Any]] | None = None  # (step, copier, its snapshot or error)
+
+    def stage(self, state: dict[str, Any], step: int) -> None:
+        """Begin copying `state` to host memory in the background. Until `save` for the same step, the caller
+        must not change its tensors (validation only reads them); `save` then waits for the copy instead
+        of making it. Synchronous savers copy in `save`, as they write."""
+        if not self.background:
+            return
+        self.wait()  # the buffers are free once the previous write is done
+        result: list[Any] = []
+
+        def copy_state() -> None:
+            try:
+                result.append(self._snapshot(state))
+            except BaseException as e:  # noqa: BLE001 - raised on the loop's thread by `save`
+                result.append(e)
+
+        copier = threading.Thread(target=copy_state, name=f"checkpoint-stage-{step}", daemon=True)
+        copier.start()
+        self._staging = (step, copier, result)
 
     def save(self, state: dict[str, Any], step: int, best: bool) -> None:
-        """Snapshot `state` (blocking: a copy into host memory) and write it in the background."""
+        """Snapshot `state` (blocking: a copy into host memory, or the rest of a staged one) and write it in
+        the background. A copy staged for this step supplies the tensors; `state` the plain values that
+        may have changed since (e.g. the validation metrics)."""
         self.wait()
-        snapshot = self._to_host(state, "")
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # the non-blocking device-to-host copies have landed
+        snapshot = self._take_staged(step)
+        if snapshot is None:
+            snapshot = self._snapshot(state)
+        else:
+            snapshot.update({k: copy.deepcopy(v) for k, v in state.items() if not _holds_tensors(v)})
         if not self.background:
             self._write(snapshot, step, best)
             self.wait()
@@ -66,10 +93,30 @@ class AsyncCheckpointer:
 
     def close(self) -> None:
         """`wait` on the way out after an error: a failed write is logged, the first error stays the one raised."""
+        self._take_staged(None)  # an unfinished epoch's copy is dropped, never written
         try:
             self.wait()
         except Exception as e:  # noqa: BLE001 - another exception is already on its way out
             log.error("%s", e)
+
+    def _take_staged(self, step: int | None) -> dict[str, Any] | None:
+        """The copy staged for `step`, once complete; None (after it ends) if none was staged for it."""
+        if self._staging is None:
+            return None
+        staged_step, copier, result = self._staging
+        self._staging = None
+        copier.join()
+        if staged_step != step:  # another step's state: copy anew
+            return None
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+    def _snapshot(self, state: dict[str, Any]) -> dict[str, Any]:
+        snapshot = self._to_host(state, "")
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the non-blocking device-to-host copies have landed
+        return snapshot
 
     def _write(self, snapshot: dict[str, Any], step: int, best: bool) -> None:
         try:
@@ -93,3 +140,13 @@ class AsyncCheckpointer:
         if isinstance(value, (list, tuple)):
             return type(value)(self._to_host(v, f"{key}/{i}") for i, v in enumerate(value))
         return copy.deepcopy(value)
+
+
+def _holds_tensors(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v) for v in value)
+    return False

@@ -8,7 +8,8 @@
             every train.log_every steps: reduce loss over ranks, log
             every checkpoint.every_steps steps or checkpoint.every_minutes: save
         ranks compare batch counts and weight hashes (ddp.check_weights)
-        validate (every train.val_every_epochs, and at the end); save (in the background; best.pt by val/top1)
+        validate (every train.val_every_epochs, and at the end) while the checkpoint is copied to host memory;
+            then save it in the background (best.pt by val/top1)
         log where the time went (goodput.py)
     on SIGTERM/SIGUSR1/Ctrl-C: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
     on a non-finite loss: fp16 skips the step (GradScaler); otherwise stop without saving, EXIT_NONFINITE
@@ -162,6 +163,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
 
             if pos.step_in_epoch >= steps_per_epoch:
                 pos.next_epoch()
+            if saver:  # the epoch's checkpoint is copied while validation runs (it only reads the weights)
+                with account.measure("checkpoint"):  # blocks only if the previous write is still going
+                    saver.stage(ts.to_checkpoint(), pos.step)
             val = None
             if manifest.val is not None and (pos.epoch % cfg.train.val_every_epochs == 0 or finished()):
                 with account.measure("validation"):
