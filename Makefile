@@ -15,12 +15,17 @@ $(STAMP): pyproject.toml setup.py trainer/_jpeg_region.c
 demo: $(STAMP)
 	PY=$(PY) bash launch/demo.sh
 
+# One pytest worker a core (at most 4), a test file each: most of a process test's time is waiting on
+# its trainer processes, so two files share two cores well. A file's tests stay together (its fixtures
+# are built once). Single tests: `$(PY) -m pytest tests/test_x.py -k name`, in one process.
+XDIST := -n auto --maxprocesses=4 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 # The edit-test loop: everything but the tests marked slow (real multi-process runs), under a minute.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
 lint: $(STAMP)

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import torch
 
+from trainer.loop import STEP_DELAY_ENV
+
 from conftest import ROOT
 
-MODEL = [  # a small net with batch norm and dropout (both must resume exactly), on 32 px crops
-    "model.name=torchvision:mobilenet_v3_small", "data.image_size=32", "data.eval_resize=36",
+MODEL = [  # a tiny net with batch norm and dropout (both must resume exactly), on 32 px crops
+    "model.name=tiny_cnn", "data.image_size=32", "data.eval_resize=36",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+# tiny_cnn trains a step in milliseconds: each step sleeps (CPU-idle) so a test can act at a chosen step.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", STEP_DELAY_ENV: "0.05"}
 
 
 def trainer_args(shards: Path, run_dir: Path, *overrides: str) -> list[str]:

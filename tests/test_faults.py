@@ -178,19 +178,18 @@ def test_ctrl_c_saves_and_stops(base, shards: Path, tmp_path: Path):
 
 
 @contextlib.contextmanager
-def small_disk(path: Path, size_mb: int) -> Iterator[Callable[[], None] | None]:
-    """A `size_mb` tmpfs mounted at `path`, so writes past it fail with ENOSPC as on a full disk. Where
-    mounting is not allowed, yields a preexec_fn capping the size of any file the run writes instead
-    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+def small_disk(path: Path, size: int, file_limit: int) -> Iterator[Callable[[], None] | None]:
+    """A tmpfs of `size` bytes mounted at `path`, so writes past it fail with ENOSPC as on a full disk. Where
+    mounting is not allowed, yields a preexec_fn capping the size of any file the run writes at
+    `file_limit` bytes instead (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG)."""
     path.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size // 1024}k", "tmpfs", str(path)],
                              capture_output=True).returncode == 0
     try:
         if mounted:
             yield None
         else:
-            limit = 2 * 2**20  # below the size of a checkpoint of the test model (~12 MB)
-            yield lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            yield lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(path)], check=True)
@@ -198,7 +197,10 @@ def small_disk(path: Path, size_mb: int) -> Iterator[Callable[[], None] | None]:
 
 def test_a_full_disk_at_a_mid_epoch_save_keeps_the_previous_checkpoint(base, shards: Path, tmp_path: Path):
     world, base_dir = base
-    with small_disk(tmp_path / "disk", 20) as preexec_fn:  # room for one 12 MB checkpoint, not two
+    used = sum(f.stat().st_size for f in base_dir.rglob("*") if f.is_file() and f.name != "best.pt")
+    checkpoint = (base_dir / "checkpoints" / f"step-{BASE_STEP:09d}.pt").stat().st_size
+    # Room for what the run holds and half a checkpoint more, not for another checkpoint.
+    with small_disk(tmp_path / "disk", used + 64 * 1024 + checkpoint // 2, checkpoint // 2) as preexec_fn:
         run_dir = tmp_path / "disk" / "run"
         shutil.copytree(base_dir, run_dir, ignore=shutil.ignore_patterns("best.pt", ".lock"))
         os.symlink(run_dir, tmp_path / "run")

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from trainer.config import ModelConfig
-from trainer.model import AlexNet, build_model, count_parameters, param_groups
+from trainer.config import BUILTIN_MODELS, ModelConfig
+from trainer.model import BUILTIN, AlexNet, build_model, count_parameters, param_groups
 
 from conftest import run_module
 
@@ -53,6 +53,15 @@ def test_no_weight_decay_on_biases():
 def test_registry_builds_torchvision_models_by_name():
     model = build_model(ModelConfig(name="torchvision:resnet18"), num_classes=7)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_every_builtin_name_builds_and_tiny_cnn_takes_any_size():
+    assert tuple(BUILTIN) == BUILTIN_MODELS  # the torch-free config checks names against this list
+    tiny = build_model(ModelConfig(name="tiny_cnn"), num_classes=5).eval()
+    assert [tiny(torch.zeros(2, 3, s, s)).shape for s in (32, 57)] == [(2, 5), (2, 5)]
+    assert count_parameters(tiny) == 23_472 + 224 + 64 * 5 + 5  # convs, batch norms, classifier
+    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny.modules())
+    assert any(isinstance(m, nn.Dropout) for m in tiny.modules())  # both must resume exactly
 
 
 def test_summary_prints_the_layer_table():

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from trainer.loop import STEP_DELAY_ENV
+
 from conftest import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS
 from wandb_records import read_records
 
@@ -35,7 +37,7 @@ def trainer(shards: Path, run_dir: Path, *overrides: str) -> list[str]:
     return [
         sys.executable, "-m", "trainer", "--config", str(ROOT / "configs" / "smoke_cpu.yaml"),
         f"data.root={shards}", f"run.dir={run_dir}", f"train.batch_size={BATCH}", "train.epochs=1",
-        "data.workers=1", "data.shuffle_buffer=16", "model.name=torchvision:mobilenet_v3_small",
+        "data.workers=1", "data.shuffle_buffer=16", "model.name=tiny_cnn",
         "data.image_size=64", "data.eval_resize=72", *overrides,
     ]
 
@@ -111,7 +113,7 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
 
     # The resolved config, library versions and the code's commit.
     config = {u.key: json.loads(u.value_json) for u in run_record.config.update}
-    assert config["data"]["image_size"] == 64 and config["model"]["name"] == "torchvision:mobilenet_v3_small"
+    assert config["data"]["image_size"] == 64 and config["model"]["name"] == "tiny_cnn"
     assert config["wandb"]["log_checkpoints"] is True
     env = config["env"]
     for package in ("torch", "torchvision", "webdataset", "wandb"):
@@ -148,8 +150,8 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
 def test_killed_run_resumes_the_same_wandb_run_with_an_unreachable_server(shards: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     cmd = trainer(shards, run_dir, "checkpoint.every_steps=3")
-    first = subprocess.Popen(cmd, cwd=ROOT, env=wandb_env(tmp_path), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    slow = wandb_env(tmp_path, **{STEP_DELAY_ENV: "0.3"})  # time to kill it at step 4
+    first = subprocess.Popen(cmd, cwd=ROOT, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(r.get("step") == 4 for r in _rows_so_far(run_dir)):  # past the step-3 checkpoint
         assert first.poll() is None, f"the run ended early:\n{first.stderr.read()[-4000:]}"

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_nonfinite_loss_stops_all_ranks_at_the_same_step_and_keeps_the_last_good_checkpoint(
         shards: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    # lr=1e20 makes the weights inf/NaN after the first update, so the second loss is not finite.
-    run = Run(torchrun(shards, run_dir, "optim.lr=1.0e+20", "checkpoint.every_steps=1", "data.workers=0"),
+    # lr=1e38 makes the weights inf/NaN after the first update, so the second loss is not finite.
+    run = Run(torchrun(shards, run_dir, "optim.lr=1.0e+38", "checkpoint.every_steps=1", "data.workers=0"),
               tmp_path / "run.log")
     assert run.finish() == 1
     log = run.text()

@@ -59,18 +59,21 @@ class DataConfig:
             raise ConfigError(f"data.reduced_decode_margin must be 0 (off) or >= 1, got {self.reduced_decode_margin!r}")
 
 
+BUILTIN_MODELS = ("alexnet", "alexnet_bn", "tiny_cnn")  # trainer/model.py builds them
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "alexnet"  # "alexnet" (the seed), "alexnet_bn" (with batch norm) or "torchvision:<name>"
+    name: str = "alexnet"  # "alexnet" (the seed), "alexnet_bn", "tiny_cnn" (smoke runs) or "torchvision:<name>"
     num_classes: int = 0  # 0: take the number of classes from the dataset manifest
     dropout: float = 0.5  # before each of the classifier's hidden layers (AlexNet); torchvision models: ignored
     channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor cores
     compile: bool = False  # torch.compile the model (paid once per start)
 
     def __post_init__(self) -> None:
-        if self.name not in ("alexnet", "alexnet_bn") and not (
+        if self.name not in BUILTIN_MODELS and not (
                 self.name.startswith("torchvision:") and len(self.name) > len("torchvision:")):
-            raise ConfigError(f"model.name={self.name!r} is unknown: use alexnet, alexnet_bn or "
+            raise ConfigError(f"model.name={self.name!r} is unknown: use {', '.join(BUILTIN_MODELS)} or "
                               "torchvision:<name> (e.g. torchvision:resnet50)")
 
 

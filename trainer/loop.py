@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -40,6 +42,10 @@ from trainer.transforms import Normalize
 from trainer.validate import validate
 
 log = logging.getLogger(__name__)
+
+# Test hook: seconds each training step sleeps, so that a test whose model trains in milliseconds can
+# still signal or kill a run at a chosen step.
+STEP_DELAY_ENV = "TRAINER_TEST_STEP_DELAY"
 
 
 def run(cfg: Config) -> int:
@@ -92,6 +98,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     autocast = step.autocast_for(info.device, cfg.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     meter = StepMeter(info.device, cfg.train.batch_size, account)
+    pace = float(os.environ.get(STEP_DELAY_ENV, 0))
 
     def saved(path: Path, at: int, best: bool) -> None:  # once durable, on this thread
         log.info("saved checkpoint %s%s", path, " (best so far)" if best else "")
@@ -137,6 +144,8 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                     loss = step.train_step(train_model, normalize(images), targets.to(info.device, non_blocking=True),
                                            ts.optimizer, ts.scaler, criterion, autocast, cfg.train.grad_clip)
                     meter.add(loss)
+                    if pace:
+                        time.sleep(pace)
                     pos.advance()
                     epoch_done = pos.step_in_epoch >= steps_per_epoch or finished()  # the epoch's end saves
                     verdict = guard.check(loss, will_save=epoch_done or checkpoint.due(  # a sync point (CPU)
@@ -178,7 +187,8 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 return _stop(logger, saver, account, info, pos.step)
         batches = None  # the workers stop now, inside the accounted time, not at interpreter exit
         if saver:
-            saver.wait()  # the last checkpoint is durable before the run reports success
+            with account.measure("checkpoint"):
+                saver.wait()  # the last checkpoint is durable before the run reports success
         log.info("%s", account.table())
         return 0
     finally:
@@ -222,7 +232,8 @@ def _stop(logger: metrics.Logger, saver: AsyncCheckpointer | None, account: Time
     """After a stop request's checkpoint: every rank waits until it is on disk, then exits."""
     logger.preempting()  # W&B shows the run as preempted (to be resumed), not finished
     if saver:
-        saver.wait()
+        with account.measure("checkpoint"):
+            saver.wait()
     dist.barrier(info)  # nobody exits before the checkpoint is on disk
     if info.is_main:
         log.info("%s", account.table())

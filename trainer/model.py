@@ -1,4 +1,5 @@
-"""Models by name: the seed AlexNet (the default), an AlexNet with batch norm, any torchvision classifier.
+"""Models by name: the seed AlexNet (the default), an AlexNet with batch norm, a tiny CNN for smoke runs,
+any torchvision classifier.
 
 The seed AlexNet is the Dive-into-Deep-Learning variant on 3x224x224 input: exactly 50,844,008
 parameters with 1000 classes. Parameter groups keep weight decay off biases and other 1-D tensors.
@@ -76,20 +77,33 @@ class AlexNetBN(nn.Sequential):
         )
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The model named by `cfg.name`, with freshly initialised weights."""
-    if cfg.name == "alexnet":
-        return AlexNet(num_classes, cfg.dropout)
-    if cfg.name == "alexnet_bn":
-        return AlexNetBN(num_classes, cfg.dropout)
-    if cfg.name.startswith("torchvision:"):
-        import torchvision
+class TinyCNN(nn.Sequential):
+    """Three stride-2 conv-BN-ReLU blocks, global max pooling, dropout, one linear layer (~24k parameters),
+    for smoke runs and the process tests: any input size, a few milliseconds a step at 32 px on a CPU,
+    no torchvision import, and batch norm and dropout, whose running statistics and masks a resume must
+    restore exactly."""
 
-        name = cfg.name.removeprefix("torchvision:")
-        if name not in torchvision.models.list_models(module=torchvision.models):
-            raise ConfigError(f"model.name={cfg.name}: torchvision has no classification model {name!r}")
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    raise ConfigError(f"model.name={cfg.name!r} is unknown: use 'alexnet', 'alexnet_bn' or 'torchvision:<name>'")
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__(
+            *_conv_bn(3, 16, 3, stride=2, padding=1), *_conv_bn(16, 32, 3, stride=2, padding=1),
+            *_conv_bn(32, 64, 3, stride=2, padding=1),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(p=dropout), nn.Linear(64, num_classes),
+        )
+
+
+BUILTIN = {"alexnet": AlexNet, "alexnet_bn": AlexNetBN, "tiny_cnn": TinyCNN}  # config.BUILTIN_MODELS names them
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The model named by `cfg.name` (checked by ModelConfig), with freshly initialised weights."""
+    if cfg.name in BUILTIN:
+        return BUILTIN[cfg.name](num_classes, cfg.dropout)
+    import torchvision
+
+    name = cfg.name.removeprefix("torchvision:")
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ConfigError(f"model.name={cfg.name}: torchvision has no classification model {name!r}")
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
 @torch.no_grad()
