@@ -11,7 +11,7 @@ import signal
 import pytest
 import torch
 
-from trainer import checkpoint, config, dist, guard
+from trainer import checkpoint, config, dist, guard, lifecycle
 from trainer.checkpoint import CheckpointError
 from trainer.resume import Position, data_plan, resume_position
 
@@ -127,3 +127,9 @@ def test_guard_counts_nonfinite_losses_and_agrees_on_a_real_stop_signal():
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def test_an_errors_first_line_is_its_message_or_its_type():
+    assert lifecycle.first_line(OSError("\n  No space left on device\nmore detail\n")) == "No space left on device"
+    assert lifecycle.first_line(RuntimeError("")) == "RuntimeError"
+    assert lifecycle.first_line(ValueError("x" * 500), limit=10) == "x" * 10

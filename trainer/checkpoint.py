@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from trainer.lifecycle import first_line
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
@@ -63,7 +65,7 @@ def save(state: dict[str, Any], directory: Path, step: int, keep_last: int) -> P
         tmp.unlink(missing_ok=True)
         kept = list_checkpoints(directory)
         raise CheckpointWriteError(
-            f"could not write checkpoint {final} ({_first_line(e)}); nothing was saved over the existing ones"
+            f"could not write checkpoint {final} ({first_line(e)}); nothing was saved over the existing ones"
             f"{f', the newest of which is {kept[-1]}' if kept else ''}. Free space or fix permissions on "
             f"{directory}, then run the same command to resume from it.") from e
     for old in list_checkpoints(directory)[:-keep_last]:
@@ -173,10 +175,6 @@ def _quarantine(path: Path) -> None:
         os.replace(path, path.with_name(path.name + ".damaged"))
     except OSError as e:  # e.g. a read-only copy of a run: then it simply stays in the list
         log.warning("could not rename damaged checkpoint %s: %s", path, e)
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trainer import gpu_decode, storage, tarstream
 from trainer.config import DataConfig
-from trainer.lifecycle import die_with_parent
+from trainer.lifecycle import die_with_parent, first_line
 from trainer.seeding import derive_seed
 from trainer.transforms import EvalPreset, TrainPreset, empty_batch
 
@@ -161,7 +161,7 @@ def _read(split: Split, shards: list[int], num_classes: int | None) -> Iterator[
         except DataError:
             raise
         except Exception as e:  # missing file, failed pipe: command, damaged tar
-            raise DataError(f"cannot read shard {url} ({type(e).__name__}: {_one_line(e)}); check that it exists "
+            raise DataError(f"cannot read shard {url} ({type(e).__name__}: {first_line(e)}); check that it exists "
                             "and run `python -m data_prep verify` on data.root") from e
         if count != split.lengths[i]:
             raise DataError(f"shard {url} holds {count} samples but _info.json says {split.lengths[i]}; the "
@@ -178,10 +178,6 @@ def _label(key: str, sample: dict, url: str, num_classes: int | None) -> int:
                         "(the manifest's classes, or model.num_classes when set); the shards and the manifest or "
                         "the config disagree: run `python -m data_prep verify` on data.root")
     return label
-
-
-def _one_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def _shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:
@@ -284,7 +280,7 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: Sequence
             return work(*args)
         except Exception as e:  # noqa: BLE001 - whatever the bytes are, one sample must not end the run
             log.warning("skipping sample %s of shard %s: it cannot be decoded (%s: %s)", items[i].key,
-                        items[i].shard, type(e).__name__, _one_line(e))
+                        items[i].shard, type(e).__name__, first_line(e))
             labels[i] = IGNORE
             return None
 

@@ -77,6 +77,11 @@ def status_of(error: BaseException, rank: int) -> int:
     return EXIT_ERROR
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An error's message in one line, for log lines that go on after it (its type name if it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 def _worker_message(error: BaseException) -> str:
     # A DataLoader re-raises a worker's exception with the worker's traceback in its text; our own
     # errors say everything in their last line.

@@ -60,7 +60,7 @@ def run(cfg: Config) -> int:
             return lifecycle.status_of(e, info.rank)
         log.error("rank %d stops: a collective %s; the failing rank's own log says why. If a step, a checkpoint "
                   "save or validation legitimately takes longer than run.timeout_minutes=%g, raise it. (%s)",
-                  info.rank, what, cfg.run.timeout_minutes, str(e).strip().splitlines()[0])
+                  info.rank, what, cfg.run.timeout_minutes, lifecycle.first_line(e))
         return EXIT_PEER_FAILED  # no teardown: the peer is gone, and leaving closes the connections
     finally:
         ignore_stop_signals()  # the exit status is decided; keep it

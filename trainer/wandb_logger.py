@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import WandbConfig
+from trainer.lifecycle import first_line
 from trainer.wandb_history import STEP_KEY, held_rows, signature
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class WandbLogger:
             self.run = wandb.init(mode="offline", **kwargs)
             self.offline = True
             log.warning("W&B could not start online (%s: %s). Training continues; W&B logs offline to %s "
-                        "and `%s` uploads it later.", type(e).__name__, _first_line(e), run_dir / "wandb",
+                        "and `%s` uploads it later.", type(e).__name__, first_line(e), run_dir / "wandb",
                         self.sync_command())
         self.run.define_metric(STEP_KEY)
         self.run.define_metric("*", step_metric=STEP_KEY)
@@ -163,7 +164,3 @@ def _read_int(path: Path) -> int:
         return int(path.read_text())
     except (OSError, ValueError):
         return 0
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [""])[0]
