@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml setup.py trainer/_jpeg_region.c
 demo: $(STAMP)
 	PY=$(PY) bash launch/demo.sh
 
-# One pytest worker a core (at most 4), a test file each: most of a process test's time is waiting on
-# its trainer processes, so two files share two cores well. A file's tests stay together (its fixtures
-# are built once). Single tests: `$(PY) -m pytest tests/test_x.py -k name`, in one process.
+# Test files run in parallel, one pytest worker per core (at most 4). A file's tests share a worker, so
+# its fixtures are built once. A process test mostly waits on its trainer processes, so two files share
+# two cores well. One test alone: `$(PY) -m pytest tests/test_x.py -k name` (one process).
 XDIST := -n auto --maxprocesses=4 --dist loadfile
 
 test: $(STAMP)
