@@ -92,6 +92,9 @@ def _worker_message(error: BaseException) -> str:
     return last.split(": ", 1)[1] if ": " in last else last
 
 
+_launcher: int | None = None  # torchrun's pid, once watch_launcher runs
+
+
 def watch_launcher(rank: int, poll_s: float = 1.0) -> None:
     """Under torchrun, leave with EXIT_LAUNCHER_GONE within `poll_s` of the launcher's death.
 
@@ -99,18 +102,28 @@ def watch_launcher(rank: int, poll_s: float = 1.0) -> None:
     scheduler killing the job) nothing signals the ranks: they would keep training and writing into
     run.dir while the resubmitted job starts. A rank whose parent changed has lost its launcher.
     """
+    global _launcher
     if "TORCHELASTIC_RUN_ID" not in os.environ:
         return
-    launcher = os.getppid()
+    _launcher = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == launcher:
+        while not launcher_gone():
             time.sleep(poll_s)
-        log.error("rank %d: the launcher (torchrun, pid %d) is gone; exiting now without saving, so that a "
-                  "restarted job can take over run.dir (the newest checkpoint is intact)", rank, launcher)
-        exit(EXIT_LAUNCHER_GONE)
+        exit(left_by_launcher(rank))
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def launcher_gone() -> bool:
+    """Whether the torchrun that started this rank has died (a peer that saw it first may have left already)."""
+    return _launcher is not None and os.getppid() != _launcher
+
+
+def left_by_launcher(rank: int) -> int:
+    log.error("rank %d: the launcher (torchrun, pid %d) is gone; exiting now without saving, so that a "
+              "restarted job can take over run.dir (the newest checkpoint is intact)", rank, _launcher)
+    return EXIT_LAUNCHER_GONE
 
 
 def die_with_parent(parent: int) -> None:

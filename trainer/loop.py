@@ -58,6 +58,8 @@ def run(cfg: Config) -> int:
         what = dist.peer_failure(e) if info.world_size > 1 else None
         if what is None:
             return lifecycle.status_of(e, info.rank)
+        if lifecycle.launcher_gone():  # the peer left because torchrun died, before this rank's watcher saw it
+            return lifecycle.left_by_launcher(info.rank)
         log.error("rank %d stops: a collective %s; the failing rank's own log says why. If a step, a checkpoint "
                   "save or validation legitimately takes longer than run.timeout_minutes=%g, raise it. (%s)",
                   info.rank, what, cfg.run.timeout_minutes, lifecycle.first_line(e))
