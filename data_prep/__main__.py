@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "merge":
             from .manifest import merge
             from .plan import load_plan
-            load_plan(a.dir)            # a data_prep folder, before the lock file is put in it
+            plan = load_plan(a.dir)     # a data_prep folder, before the lock file is put in it
             held += outlock.hold(a.dir)
-            info = merge(a.dir)
+            info = merge(a.dir, plan)
             counts = {s: v["num_samples"] for s, v in info["splits"].items()}
             print(f"wrote {os.path.join(a.dir, '_info.json')}: {counts}")
             return 0

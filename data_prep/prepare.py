@@ -15,9 +15,9 @@ from tqdm import tqdm
 from . import __version__
 from .encode import EncodeOptions
 from .inputs import Inputs
-from .manifest import INFO_FILE, merge, shard_records
+from .manifest import INFO_FILE, build_info, shard_records, write_info
 from .parallel import open_pool
-from .plan import make_plan, resolve_sources, save_or_check_plan, shard_part
+from .plan import load_plan, make_plan, resolve_sources, save_or_check_plan, shard_part
 from .records import PrepError, Record
 from .writer import ShardTask, remove_stale_tmp, run_tasks
 
@@ -109,8 +109,9 @@ def prepare(got: Inputs, cfg: PrepConfig) -> Summary:
         if pool is not None:
             pool.terminate()    # a no-op after success; stops the workers on Ctrl-C or error
     summary.seconds = time.time() - start
-    if not shard_records(cfg.out, plan)[1]:      # every part finished: the manifest can be written
-        merge(cfg.out, plan)
+    records, missing = shard_records(cfg.out, plan)
+    if not missing:  # every part finished; the manifest names the inputs as the stored plan does (part 0's)
+        write_info(cfg.out, build_info(load_plan(cfg.out), records))
         summary.info_path = os.path.join(cfg.out, INFO_FILE)
     return summary
 

@@ -108,6 +108,16 @@ def test_parts_with_inputs_at_different_paths_merge_to_one_run(made, tmp_path):
     assert _tree(out) == _tree(single)
 
 
+def test_a_part_finishing_last_elsewhere_still_names_part_0s_inputs(made, tmp_path):
+    inputs, args, single = made
+    elsewhere = str(tmp_path / "mnt" / "copy")
+    shutil.copytree(inputs, elsewhere)
+    out = str(tmp_path / "parts")
+    assert main(_at(args, inputs) + ["--out", out, "--num-parts", "2", "--part", "0"] + RUN) == 0
+    assert main(_at(args, elsewhere) + ["--out", out, "--num-parts", "2", "--part", "1"] + RUN) == 0
+    assert _tree(out) == _tree(single)  # the manifest `merge` would write, from the stored plan
+
+
 def test_rerun_finishes_a_half_done_run_whose_inputs_moved(made, tmp_path, capsys):
     inputs, args, single = made
     before, after = str(tmp_path / "before"), str(tmp_path / "after")
