@@ -4,6 +4,7 @@ learning-rate schedule and the save decision. Each case names its step (or row) 
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 import pytest
@@ -12,6 +13,8 @@ import torch
 from trainer import checkpoint, data, optim, step
 from trainer.config import DataConfig, ModelConfig, ScheduleConfig
 from trainer.dist import DistInfo
+from trainer.goodput import TimeAccount
+from trainer.meters import StepMeter
 from trainer.model import build_model
 from trainer.transforms import Normalize
 from trainer.validate import validate
@@ -129,3 +132,14 @@ def test_validation_top5_on_eight_classes_equals_a_hand_count(wide_shards):
     assert got["val/count"] == len(labels) == WIDE_CLASSES * 3
     assert 0 < top1 < top5 < 1, (top1, top5)  # neither figure is vacuous here
     assert (got["val/top1"], got["val/top5"]) == pytest.approx((top1, top5))
+
+
+def test_the_meters_window_starts_at_the_epochs_start():
+    meter = StepMeter(torch.device("cpu"), 8, TimeAccount())
+    meter.add(torch.tensor(9.0))  # the previous epoch's tail ...
+    time.sleep(0.5)  # ... then validation and the save
+    meter.restart()
+    meter.add(torch.tensor(1.0))
+    meter.add(torch.tensor(3.0))
+    loss, perf = meter.report(DistInfo(0, 0, 1, torch.device("cpu")))
+    assert loss == 2.0 and perf["perf/step_time_s"] < 0.1, perf

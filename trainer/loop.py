@@ -131,6 +131,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 ))
             train_model.train()
             first_batch = pos.step_in_epoch
+            meter.restart()
             while pos.step_in_epoch < steps_per_epoch and not finished():
                 with account.measure("data_wait"):
                     images, targets = next(batches)
@@ -185,7 +186,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                 logger.log(val, pos.step)
             save(val)  # the epoch's one checkpoint, written while the next epoch starts
             logger.log(account.window(), pos.step)
-            if guard.stop_requested():  # e.g. a signal during validation
+            if not finished() and guard.stop_requested():  # e.g. a signal during validation; a done run ends as done
                 return _stop(logger, saver, account, info, pos.step)
         batches = None  # the workers stop now, inside the accounted time, not at interpreter exit
         if saver:

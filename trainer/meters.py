@@ -18,7 +18,12 @@ class StepMeter:
     def __init__(self, device: torch.device, global_batch: int, account: TimeAccount) -> None:
         self.global_batch, self.account = global_batch, account
         self.sums = torch.zeros(2, device=device)  # [sum of losses, steps] since the last report
-        self.tick, self.waited = time.monotonic(), account.total["data_wait"]
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window: at each epoch's start, so validation and saving stay out of its figures."""
+        self.sums.zero_()
+        self.tick, self.waited = time.monotonic(), self.account.total["data_wait"]
 
     def add(self, loss: torch.Tensor) -> None:
         self.sums += torch.stack([loss.float(), loss.new_ones((), dtype=torch.float32)])
@@ -34,6 +39,5 @@ class StepMeter:
             "perf/step_time_s": elapsed / local_steps,
             "perf/data_wait_fraction": waited / elapsed,
         }
-        self.sums.zero_()
-        self.tick, self.waited = time.monotonic(), self.account.total["data_wait"]
+        self.restart()
         return loss_sum / steps, perf
