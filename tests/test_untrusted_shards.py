@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import data
+from trainer import data, gpu_decode
 from trainer.config import DataConfig
 from trainer.transforms import TrainPreset
 
@@ -113,3 +113,17 @@ def test_the_gpu_decode_path_skips_alike(one_bad_per_shard):
     assert labels.tolist() == [data.IGNORE] + [s.label for s in items[1:]]
     first = bytes(data_[offsets[0]:offsets[1]].numpy())
     assert first == items[1].data  # the stand-in is another sample's JPEG, so nvJPEG never sees the bad bytes
+
+
+def test_a_cut_off_jpeg_on_the_gpu_path_is_skipped_where_it_is_decoded(one_bad_per_shard):
+    """Its header parses in the worker, so the decoder finds it: label IGNORE, another image in its slot
+    (decode_batch runs on the CPU here as it would on the GPU)."""
+    root, bad = one_bad_per_shard
+    split = data.load_manifest(str(root)).train
+    items = list(itertools.islice(data._read(split, [0], 4), 4))
+    assert (items[0].shard, items[0].key) in bad  # the shard's first JPEG is cut in half
+    batch = data._batch(TrainPreset(32), items, [random.Random(i) for i in range(4)], "gpu")
+    assert batch[3].tolist() == [s.label for s in items]  # the worker saw nothing wrong
+    images, labels = gpu_decode.decode_batch(batch, 32, torch.device("cpu"))
+    assert labels.tolist() == [data.IGNORE] + [s.label for s in items[1:]]
+    assert images.shape == (4, 3, 32, 32) and torch.equal(images[0], images[1])

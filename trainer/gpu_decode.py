@@ -6,6 +6,7 @@ augment alike and resume alike. Without CUDA it stops with an error naming data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -13,7 +14,10 @@ import simplejpeg
 import torch
 
 from trainer.config import ConfigError
+from trainer.lifecycle import first_line
 from trainer.transforms import Plan, render, shared_empty
+
+log = logging.getLogger(__name__)
 
 # A packed batch: (concatenated JPEG bytes, offsets [B+1], plans [B, 11] = Plan + (height, width), labels).
 # Few large tensors rather than B small ones: each tensor crosses from a worker as one shared-memory file.
@@ -73,18 +77,43 @@ def decode_batch(batch: JpegBatch, size: int, device: torch.device) -> tuple[tor
     data, offsets, rows, labels = batch
     bounds = offsets.tolist()
     blobs = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    plans = rows.tolist()
     try:
         images = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError as e:
-        raise RuntimeError(f"decode_jpeg could not decode a sample of this batch on {device} ({e}); shards "
-                           "must hold JPEGs (data_prep converts other formats); data.decode=cpu reads others") from e
+    except RuntimeError:  # one undecodable sample fails the whole call: find it, and skip it as the CPU path does
+        images, plans, labels = _decode_each(blobs, plans, labels, device)
     out = torch.empty((len(blobs), 3, size, size), dtype=torch.uint8, device=device,
                       memory_format=torch.channels_last)
-    for i, (image, row) in enumerate(zip(images, rows.tolist())):
+    for i, (image, row) in enumerate(zip(images, plans)):
         top, left, h, w, out_h, out_w, ctop, cleft, flip, height, width = row
         plan = Plan(top, left, h, w, out_h, out_w, ctop, cleft, bool(flip))
         out[i] = render(image.unsqueeze(0), plan, size, height, width)[0]
     return out, labels
+
+
+def _decode_each(blobs: list[torch.Tensor], plans: list[list[int]], labels: torch.Tensor, device: torch.device
+                 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
+    """Decode one image at a time. A sample nvJPEG cannot decode (the workers read only its header) is
+    logged and left out of the loss (label IGNORE), with another image and its plan in its slot."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from trainer.data import IGNORE, DataError  # data imports this module
+
+    images: list[torch.Tensor | None] = []
+    labels = labels.clone()
+    for i, blob in enumerate(blobs):
+        try:
+            images.append(decode_jpeg(blob, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError as e:
+            log.warning("skipping sample %d of a batch: it cannot be decoded on %s (%s)", i, device, first_line(e))
+            images.append(None)
+            labels[i] = IGNORE
+    good = next((i for i, image in enumerate(images) if image is not None), None)
+    if good is None:
+        raise DataError(f"no sample of a batch can be decoded on {device}; shards must hold JPEGs (data_prep "
+                        "converts other formats); data.decode=cpu reads others")
+    return ([image if image is not None else images[good] for image in images],  # type: ignore[misc]
+            [plans[good] if image is None else plan for image, plan in zip(images, plans)], labels)
 
 
 class GpuBatches:
