@@ -59,12 +59,12 @@ def rgb8(im: Image.Image) -> tuple[np.ndarray, str | None, str | None]:
     for ordinary 8-bit modes) and how it was scaled. Raises NoRange when no mapping is faithful."""
     if im.mode not in ("F", "I") and not im.mode.startswith("I;16"):
         return np.asarray(im.convert("RGB")), None, None
-    a = np.asarray(im).astype(np.float64)
+    raw = np.asarray(im)
+    a = raw.astype(np.float64)
     if im.mode == "F":
         kind, (lo, hi, how) = "float", _float_range(im, a)
     else:
-        ints = np.asarray(im)
-        lo, hi, how = _int_range(im, ints)
-        kind = "16-bit" if ints.dtype.itemsize == 2 or how == "16-bit range" else "32-bit"
+        lo, hi, how = _int_range(im, raw)
+        kind = "16-bit" if raw.dtype.itemsize == 2 or how == "16-bit range" else "32-bit"
     scaled = np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
     return np.repeat(scaled[:, :, None], 3, axis=2), kind, f"{lo:g}..{hi:g} ({how}) scaled to 0..255"

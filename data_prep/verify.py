@@ -81,7 +81,7 @@ def check_shard(args: tuple[str, str, int, str, int, int, str]) -> ShardCheck:
                 if member is None:
                     raise tarfile.TarError(f"{m.name} is not a regular file")
                 samples.setdefault(key, {})[ext] = member.read()
-    except (tarfile.TarError, OSError, AttributeError) as e:
+    except (tarfile.TarError, OSError) as e:
         res.problems.append(f"{file}: unreadable tar ({e})")
     for key, parts in samples.items():
         res.problems += _check_sample(file, key, parts, num_classes)

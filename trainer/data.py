@@ -29,11 +29,11 @@ from trainer import gpu_decode, storage, tarstream
 from trainer.config import DataConfig
 from trainer.lifecycle import die_with_parent, first_line
 from trainer.seeding import derive_seed
+from trainer.step import IGNORE  # a sample that could not be decoded
 from trainer.transforms import EvalPreset, TrainPreset, empty_batch
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # the label of a sample that could not be decoded: CrossEntropyLoss's ignore_index
 
 
 class DataError(RuntimeError):

@@ -31,19 +31,13 @@ class LockedError(RuntimeError):
 class DirLock:
     """A held lock; `release()` (or the process ending) frees it."""
 
-    def __init__(self, path: Path, fd: int | None) -> None:
-        self.path, self._fd = path, fd
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
-
-    def __enter__(self) -> DirLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def acquire(folder: str | os.PathLike, what: str) -> DirLock:
@@ -63,7 +57,7 @@ def acquire(folder: str | os.PathLike, what: str) -> DirLock:
             os.close(fd)
             log.warning("cannot lock %s (%s): this filesystem has no file locks, so nothing stops a second "
                         "writer from using %s=%s at the same time", path, e, what, folder)
-            return DirLock(path, None)
+            return DirLock(None)
         holder = _read_holder(fd)
         os.close(fd)
         raise LockedError(
@@ -76,7 +70,7 @@ def acquire(folder: str | os.PathLike, what: str) -> DirLock:
         "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:500],
         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }).encode() + b"\n")
-    return DirLock(path, fd)
+    return DirLock(fd)
 
 
 def _read_holder(fd: int) -> str:

@@ -68,9 +68,8 @@ class TimeAccount:
         `perf/goodput`; starts the next window."""
         now = time.monotonic()
         wall = now - self._window_start
-        buckets = {**self._window, "other": 0.0}
-        buckets["other"] = max(0.0, wall - sum(buckets.values()))
-        self.total["other"] += buckets["other"]
+        busy = sum(seconds for name, seconds in self._window.items() if name != "other")
+        buckets = {**self._window, "other": max(0.0, wall - busy)}  # table() derives its own total
         self._window, self._window_start = dict.fromkeys(BUCKETS, 0.0), now
         out = {f"time/{name}_s": seconds for name, seconds in buckets.items()}
         gap, self._gap = self._gap, 0.0

@@ -42,8 +42,8 @@ def decode(data: bytes, height: int, width: int, reduction: int = 1) -> np.ndarr
     try:
         # strict: a truncated JPEG raises instead of decoding with its missing rows filled grey; PIL
         # below still reads files with mere warnings (extraneous bytes), and refuses truncated ones too
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
-                                      min_height=-(-height // reduction), min_width=-(-width // reduction))
+        rows, cols = decoded_size(height, width, reduction)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, min_height=rows, min_width=cols)
     except ValueError:  # not a JPEG libjpeg-turbo reads as RGB (e.g. CMYK, PNG): PIL, full size
         img = Image.open(io.BytesIO(data))
         return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # a writable copy, as torch wants

@@ -98,7 +98,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     train_model = dist.wrap(maybe_compile(model, cfg.model.compile), info, cfg.ddp)
     normalize = Normalize(info.device, cfg.model.channels_last)
     autocast = step.autocast_for(info.device, cfg.amp)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=step.IGNORE, label_smoothing=cfg.train.label_smoothing)
     meter = StepMeter(info.device, cfg.train.batch_size, account)
     pace = float(os.environ.get(STEP_DELAY_ENV, 0))
 

@@ -52,6 +52,8 @@ class Backend(Protocol):
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None: ...
 
+    def preempting(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -96,6 +98,9 @@ class JsonlLogger:
         image.save(out)
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
+        pass
+
+    def preempting(self) -> None:
         pass
 
     def close(self) -> None:
@@ -150,8 +155,7 @@ class MultiLogger:
 
     def preempting(self) -> None:
         for backend in self.backends:
-            if hasattr(backend, "preempting"):  # only W&B has something to say about it
-                backend.preempting()
+            backend.preempting()
 
     def close(self) -> None:
         for backend in self.backends:

@@ -59,6 +59,9 @@ class ProgressLogger:
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
         pass
 
+    def preempting(self) -> None:
+        pass
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

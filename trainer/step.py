@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+IGNORE = -100  # the label of a sample that could not be decoded: the loss's ignore_index, left out of every count
 
 
 def autocast_for(device: torch.device, amp: str) -> Callable[[], AbstractContextManager]:
@@ -67,8 +68,8 @@ def evaluate(
         targets = targets.to(device, non_blocking=True)
         with autocast():
             logits = model(prepare(images))
-        loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-        counted = (targets >= 0).sum().float().view(1)  # a label < 0 marks a sample that could not be decoded
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum", ignore_index=IGNORE)
+        counted = (targets != IGNORE).sum().float().view(1)
         totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), counted])
     model.train(was_training)
     return totals

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import WandbConfig
-from trainer.lifecycle import first_line
+from trainer.lifecycle import EXIT_PREEMPTED, first_line
 from trainer.wandb_history import STEP_KEY, held_rows, signature
 
 log = logging.getLogger(__name__)
 
 STEP_FILE = "wandb_step"  # W&B's next _step, in the run directory
 _SUMMARY = {"val/top1": "max", "val/top5": "max", "val/loss": "min"}  # what the runs table shows
-_PREEMPTED = 75  # the W&B exit code after a stop signal: the trainer's own (lifecycle.EXIT_PREEMPTED)
 
 Row = tuple[int, dict[str, Any]]  # (trainer step, metrics) of one log call: one line of metrics.jsonl
 
@@ -132,7 +131,7 @@ class WandbLogger:
         failed = exc is not None and not (isinstance(exc, SystemExit) and not exc.code)
         try:
             # Bounded by wandb.finish_timeout_s. Non-zero after `preempting`: "preempted", not "finished".
-            self.run.finish(exit_code=1 if failed else _PREEMPTED if self.preempted else 0)
+            self.run.finish(exit_code=1 if failed else EXIT_PREEMPTED if self.preempted else 0)
         except Exception as e:
             log.warning("W&B did not finish cleanly (%s: %s); the run's files are in %s",
                         type(e).__name__, e, self.run_dir / "wandb")
