@@ -174,7 +174,8 @@ def _label(key: str, sample: dict, url: str, num_classes: int | None) -> int:
     except (KeyError, ValueError) as e:
         raise DataError(f"sample {key} of shard {url} has no class index ('cls': {sample.get('cls')!r})") from e
     if label < 0 or (num_classes is not None and label >= num_classes):
-        raise DataError(f"sample {key} of shard {url} has class index {label}, outside 0..{(num_classes or 1) - 1} "
+        allowed = f"0..{num_classes - 1}" if num_classes is not None else "0 or more"
+        raise DataError(f"sample {key} of shard {url} has class index {label}, outside {allowed} "
                         "(the manifest's classes, or model.num_classes when set); the shards and the manifest or "
                         "the config disagree: run `python -m data_prep verify` on data.root")
     return label
