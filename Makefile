@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint clean
 
-$(STAMP): pyproject.toml setup.py trainer/_jpeg_region.c
+$(STAMP): pyproject.toml setup.py trainer/data/_jpeg_region.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -6,7 +6,7 @@ A proxy whose steps are fast (a torchvision ResNet-18 at 32 px on synthetic shar
 ImageNet's 1:25 ratio to train) runs twice in one invocation, as real `python -m trainer` processes:
 "before" with the behaviour the trainer had before time accounting (synchronous checkpoints, training
 DataLoader workers started anew every epoch) and "after" with the defaults. Both runs' time buckets
-(trainer/goodput.py, read back from metrics.jsonl) are printed side by side. With --compile it also
+(trainer/monitoring/meters.py, read back from metrics.jsonl) are printed side by side. With --compile it also
 starts a model.compile=true run twice: "before" as a job requeued onto a node with an empty compile
 cache (each start gets a fresh TORCHINDUCTOR_CACHE_DIR), "after" with the cache kept under run.dir.
 The last line is JSON: goodput_before, goodput_after, the per-bucket seconds and the goals' ratios.
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.goodput import BUCKETS
+from trainer.monitoring.meters import BUCKETS
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = ["checkpoint.async_save=false", "data.persistent_workers=false"]

@@ -22,9 +22,9 @@ import torch
 
 from trainer import optim, step
 from trainer.config import ModelConfig, OptimConfig
+from trainer.data.transforms import Normalize
 from trainer.model import build_model, flops_per_image, maybe_compile, to_memory_format
 from trainer.step import autocast_for
-from trainer.transforms import Normalize
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; first match wins.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0,

@@ -40,9 +40,11 @@ from torchvision.datasets import ImageFolder
 
 from bench import dali_pipeline
 from bench.samples import SAMPLES
-from trainer import data, jpeg
 from trainer.config import ConfigError, DataConfig
-from trainer.transforms import jpeg_size
+from trainer.data import jpeg
+from trainer.data.loader import Sample, TrainStream, _read, check_decode, eval_loader, train_loader
+from trainer.data.manifest import load_manifest
+from trainer.data.transforms import jpeg_size
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASELINE = {
@@ -80,9 +82,9 @@ def prepare(src: str, out: str, max_short_side: int | None) -> tuple[str, str]:
     return shards, folder
 
 
-def _samples(shards: str) -> list[data.Sample]:
-    split = data.load_manifest(shards).train
-    return list(data._read(split, list(range(len(split.urls))), None))
+def _samples(shards: str) -> list[Sample]:
+    split = load_manifest(shards).train
+    return list(_read(split, list(range(len(split.urls))), None))
 
 
 def timed(batches) -> tuple[int, float, float, float]:
@@ -106,11 +108,11 @@ def baseline_batches(folder: str, kind: str, workers: int, batch: int) -> DataLo
 
 
 def our_batches(shards: str, kind: str, cfg: DataConfig, batch: int, epoch: int):
-    split = data.load_manifest(shards).train
+    split = load_manifest(shards).train
     device = torch.device("cuda" if cfg.decode == "gpu" else "cpu")
     if kind == "eval":
-        return data.eval_loader(split, cfg, device, local_batch=batch, rank=0, world_size=1)
-    return data.train_loader(split, cfg, device, seed=0, epoch=epoch, start_step=0,
+        return eval_loader(split, cfg, device, local_batch=batch, rank=0, world_size=1)
+    return train_loader(split, cfg, device, seed=0, epoch=epoch, start_step=0,
                              steps=split.num_samples // batch, local_batch=batch, rank=0, world_size=1)
 
 
@@ -152,7 +154,7 @@ def compare(shards: str, folder: str, kind: str, cfg: DataConfig, args: argparse
     return figures
 
 
-class _MemoryProbe(data.TrainStream):
+class _MemoryProbe(TrainStream):
     """A TrainStream that, after its batches, yields the worker's (RSS at start, peak RSS) in bytes."""
 
     def __iter__(self):
@@ -168,7 +170,7 @@ def _status_kb(field: str) -> int:
 
 def worker_memory(shards: str, cfg: DataConfig, batch: int) -> dict:
     """One worker's RSS at start and at peak, with the formula's prediction of the difference."""
-    split = data.load_manifest(shards).train
+    split = load_manifest(shards).train
     mean_bytes = sum(os.path.getsize(u) for u in split.urls) / split.num_samples  # tar overhead included
     stream = _MemoryProbe(split, cfg, seed=0, epoch=0, start_step=0, steps=split.num_samples // batch,
                           local_batch=batch, rank=0, world_size=1)
@@ -211,7 +213,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = DataConfig(workers=args.workers, shuffle_buffer=args.shuffle_buffer, prefetch=2, decode=args.decode)
     try:
-        data.check_decode(cfg, torch.device("cuda"))
+        check_decode(cfg, torch.device("cuda"))
     except ConfigError as e:
         parser.error(str(e))
     result: dict = {"images": args.images, "workers": args.workers, "batch": args.batch, "rounds": args.rounds,

@@ -1,5 +1,5 @@
 """Where the training loader's time goes: each stage timed alone on the same samples, side by side with the
-alternative it replaced, then the whole loader (data.train_loader, workers=0), in one process, alternating
+alternative it replaced, then the whole loader (train_loader, workers=0), in one process, alternating
 rounds, best of each. CPU milliseconds per image; the whole loader minus its stages is the per-sample and
 per-batch Python around them.
 
@@ -27,15 +27,17 @@ import webdataset as wds
 
 from bench.input_pipeline import prepare, stage
 from bench.samples import SAMPLES
-from trainer import data, jpeg, tarstream, transforms
 from trainer.config import DataConfig
+from trainer.data import jpeg, tarstream, transforms
+from trainer.data.loader import _read, _shuffled, train_loader
+from trainer.data.manifest import load_manifest
 from trainer.seeding import derive_seed
 
 
 def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
     """Each stage as a function over every sample of the training split."""
-    split = data.load_manifest(root).train
-    samples = list(data._read(split, list(range(len(split.urls))), None))
+    split = load_manifest(root).train
+    samples = list(_read(split, list(range(len(split.urls))), None))
     jpegs = [s.data for s in samples if s.data is not None]
     preset = transforms.TrainPreset(224)
     plans = [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)]
@@ -83,14 +85,14 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
             images[i % batch].copy_(transforms.render(x, plan, 224, h, w)[0].permute(1, 2, 0))
 
     def loader() -> None:
-        for _ in data.train_loader(split, cfg, torch.device("cpu"), seed=0, epoch=next(rounds), start_step=0,
+        for _ in train_loader(split, cfg, torch.device("cpu"), seed=0, epoch=next(rounds), start_step=0,
                                    steps=len(samples) // batch, local_batch=batch, rank=0, world_size=1):
             pass
 
     return {
         "tar reading: webdataset": read_with(lambda url: wds.tarfile_to_samples()(iter([{"url": url}]))),
-        "tar reading: trainer.tarstream": read_with(ours),
-        "shuffle buffer (1000)": lambda: list(data._shuffled(iter(samples), 1000, random.Random(0))),
+        "tar reading: trainer.data.tarstream": read_with(ours),
+        "shuffle buffer (1000)": lambda: list(_shuffled(iter(samples), 1000, random.Random(0))),
         "per-sample RNG (derive_seed + Random)": lambda: [random.Random(derive_seed(0, "aug", 0, s.key, 0))
                                                           for s in samples],
         "JPEG header + crop plan": lambda: [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)],
@@ -116,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or prepare(stage(args.images, tmp), tmp, args.max_short_side)[0]
         fns = stages(shards, args.batch)
-        n = data.load_manifest(shards).train.num_samples
+        n = load_manifest(shards).train.num_samples
         best = {name: float("inf") for name in fns}
         for _ in range(args.rounds):  # alternate, so every stage sees the same machine load
             for name, fn in fns.items():
@@ -124,7 +126,7 @@ def main() -> None:
                 fn()
                 best[name] = min(best[name], time.process_time() - start)
     ms = {name: round(1000 * t / n, 4) for name, t in best.items()}
-    used = ["tar reading: trainer.tarstream", "shuffle buffer (1000)", "per-sample RNG (derive_seed + Random)",
+    used = ["tar reading: trainer.data.tarstream", "shuffle buffer (1000)", "per-sample RNG (derive_seed + Random)",
             "JPEG header + crop plan", "decode: the crop's region", "resize + flip + copy into the batch, region"]
     rest = ms["whole loader (workers=0)"] - sum(ms[k] for k in used)
     ms["rest of the loader (Python around the stages)"] = round(rest, 4)

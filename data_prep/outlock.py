@@ -4,7 +4,7 @@ A second run on the same folder would delete the first one's temp files as stale
 of a multi-machine run (`--num-parts P --part I`) may share one --out (they write disjoint shards
 and clean only their own temp files), so a part holds only `_prep/locks/part-I-of-P/.lock`, after
 checking that no whole-folder writer holds `--out/.lock`; a whole-folder writer (a single-part run
-or `merge`) holds `--out/.lock` and every part lock. The locks are trainer/dirlock.py's flocks:
+or `merge`) holds `--out/.lock` and every part lock. The locks are trainer/resilience/dirlock.py's flocks:
 they name their holder and are released when it exits, also when it is killed.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from trainer.dirlock import DirLock, LockedError, acquire
+from trainer.resilience.dirlock import DirLock, LockedError, acquire
 
 from .plan import PLAN_DIR
 from .records import PrepError

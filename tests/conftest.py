@@ -5,28 +5,30 @@ Everything is built here from scratch (real JPEG files, real tar shards), never 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helpers (wandb_records)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' own helpers package, `helpers`
 
-# 4 classes, 48 train and 12 val images: 6 train shards of 8, 2 val shards of 6.
-CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, SHARD_SIZE = 4, 12, 3, 8
+from helpers.common import (  # noqa: E402
+    CLASSES,
+    SHARD_SIZE,
+    TRAIN_PER_CLASS,
+    VAL_PER_CLASS,
+    WIDE_CLASSES,
+    run_module,
+)
+
+PROCESS_TESTS = Path(__file__).resolve().parent / "process"
 
 
-def run_module(*args: str, cwd: Path = ROOT, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m ...` the way a user would; fail the test with its output when it fails."""
-    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/process/ starts real trainer or torchrun processes: the folder is the marker."""
+    for item in items:
+        if PROCESS_TESTS in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +45,6 @@ def shards(synthetic_images, tmp_path_factory) -> Path:
     run_module("data_prep", "folder", "--train", str(synthetic_images / "train"),
                "--val", str(synthetic_images / "val"), "--out", str(out), "--shard-size", str(SHARD_SIZE))
     return out
-
-
-WIDE_CLASSES = 8  # more than 5, so that top-5 can be told from "always right"
 
 
 @pytest.fixture(scope="session")

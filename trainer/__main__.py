@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 
-from trainer import config, lifecycle
+from trainer import config
+from trainer.resilience import lifecycle
 
 
 def main(argv: list[str] | None = None) -> int:

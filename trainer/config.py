@@ -17,25 +17,51 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from trainer.errors import ConfigError
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alexnet_imagenet.yaml"
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key and the fix."""
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field, checked when a config is built (`ranged`)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    why: str = ""  # said after the bound when a value is refused
+
+    def check(self, key: str, value: float) -> None:
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if not ok:
+            raise ConfigError(f"{key} must be {self.describe()}, got {value!r}{f': {self.why}' if self.why else ''}")
+
+    def describe(self) -> str:
+        low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        high = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
+        return " and ".join(b for b in (low, high) if b)
+
+
+def ranged(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None, why: str = "") -> Any:
+    """A field with its default and its allowed range, declared together (checked by `_build`)."""
+    return field(default=default, metadata={"range": Range(ge, gt, le, lt, why)})
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/imagenet"  # holds _info.json: a path, a pipe: command or a URL (docs/operations.md)
-    workers: int = 8  # DataLoader worker processes per rank
+    workers: int = ranged(8, ge=0)  # DataLoader worker processes per rank
     # samples per worker held as raw JPEG bytes for shuffling; with `prefetch` it bounds memory: a worker
     # adds ~ shuffle_buffer x mean JPEG bytes + one uint8 batch (local batch x size^2 x 3) + its largest
     # decoded image + ~20 MB to its idle size, and each rank holds workers x prefetch batches in shared
     # memory (docs/benchmarks.md, "Input pipeline")
-    shuffle_buffer: int = 2000
-    image_size: int = 224  # training crop and evaluation crop
-    eval_resize: int = 256  # short side before the evaluation centre crop
-    prefetch: int = 4  # batches each worker keeps ready
+    shuffle_buffer: int = ranged(2000, gt=0)
+    image_size: int = ranged(224, gt=0)  # training crop and evaluation crop
+    eval_resize: int = ranged(256, gt=0)  # short side before the evaluation centre crop
+    prefetch: int = ranged(4, gt=0)  # batches each worker keeps ready
     # one set of training workers for the whole run: they go on into the next epoch (and prefetch its first
     # batches during validation) instead of starting again, shuffle buffers refilled, every epoch
     persistent_workers: bool = True
@@ -49,7 +75,7 @@ class DataConfig:
     # training samples per rank that may fail to decode before the run stops with an error. Each one is
     # logged with its shard and key and left out of the loss (its label becomes -100, the loss's
     # ignore_index), so batches keep their size and ranks their step counts
-    max_bad_samples: int = 10
+    max_bad_samples: int = ranged(10, ge=0)
 
     def __post_init__(self) -> None:
         if self.eval_resize < self.image_size:
@@ -65,8 +91,9 @@ BUILTIN_MODELS = ("alexnet", "alexnet_bn", "tiny_cnn")  # trainer/model.py build
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "alexnet"  # "alexnet" (the seed), "alexnet_bn", "tiny_cnn" (smoke runs) or "torchvision:<name>"
-    num_classes: int = 0  # 0: take the number of classes from the dataset manifest
-    dropout: float = 0.5  # before each of the classifier's hidden layers (AlexNet); torchvision models: ignored
+    num_classes: int = ranged(0, ge=0)  # 0: take the number of classes from the dataset manifest
+    # before each of the classifier's hidden layers (AlexNet); torchvision models: ignored
+    dropout: float = ranged(0.5, ge=0, lt=1)
     channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor cores
     compile: bool = False  # torch.compile the model (paid once per start)
 
@@ -80,39 +107,43 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["sgd"] = "sgd"  # the optimizer
-    lr: float = 0.01  # for the global batch size given in train.batch_size
-    momentum: float = 0.9  # SGD momentum (its buffers are in every checkpoint)
-    weight_decay: float = 5e-4  # not applied to biases (parameters with ndim < 2)
+    lr: float = ranged(0.01, gt=0)  # for the global batch size given in train.batch_size
+    momentum: float = ranged(0.9, ge=0, lt=1)  # SGD momentum (its buffers are in every checkpoint)
+    weight_decay: float = ranged(5e-4, ge=0)  # not applied to biases (parameters with ndim < 2)
     nesterov: bool = False  # Nesterov momentum
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: Literal["step", "cosine", "constant"] = "step"  # the lr schedule, a pure function of the step
-    step_epochs: float = 30  # "step": multiply the lr by gamma every step_epochs epochs
-    gamma: float = 0.1  # "step": the factor at each step_epochs boundary
-    warmup_epochs: float = 0  # linear warmup from 0, for any schedule
-    min_lr: float = 0.0  # "cosine": the floor
+    step_epochs: float = ranged(30, gt=0)  # "step": multiply the lr by gamma every step_epochs epochs
+    gamma: float = ranged(0.1, gt=0, le=1)  # "step": the factor at each step_epochs boundary
+    warmup_epochs: float = ranged(0, ge=0)  # linear warmup from 0, for any schedule
+    min_lr: float = ranged(0.0, ge=0)  # "cosine": the floor
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 90  # passes over the training split
-    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap
-    batch_size: int = 256  # global: split evenly over ranks
-    label_smoothing: float = 0.0  # CrossEntropyLoss(label_smoothing=...); 0 = off
-    log_every: int = 20  # steps between training-metric logs (each one is a device sync)
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    val_every_epochs: int = 1  # validate after every this many epochs, and always after the last one
+    epochs: int = ranged(90, gt=0)  # passes over the training split
+    max_steps: int = ranged(0, ge=0)  # stop after this many optimizer steps; 0 = no cap
+    batch_size: int = ranged(256, gt=0)  # global: split evenly over ranks
+    label_smoothing: float = ranged(0.0, ge=0, lt=1)  # CrossEntropyLoss(label_smoothing=...); 0 = off
+    log_every: int = ranged(20, gt=0)  # steps between training-metric logs (each one is a device sync)
+    grad_clip: float = ranged(0.0, ge=0)  # max global grad norm; 0 = off
+    val_every_epochs: int = ranged(1, gt=0)  # validate after every this many epochs, and always after the last one
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     """When to save and what to keep; docs/fault_tolerance.md says how resuming uses them."""
 
-    every_steps: int = 0  # also save every this many steps; 0 = only at epoch ends (and on a stop signal)
-    every_minutes: float = 0  # also save when this long has passed since the last save (any rank's clock); 0 = off
-    keep_last: int = 2  # step checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    # also save every this many steps; 0 = only at epoch ends (and on a stop signal)
+    every_steps: int = ranged(0, ge=0)
+    # also save when this long has passed since the last save (any rank's clock); 0 = off
+    every_minutes: float = ranged(0, ge=0)
+    # step checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    keep_last: int = ranged(2, ge=2, why="when the newest checkpoint is damaged, resuming falls back to the one "
+                                         "before it")
     keep_best: bool = True  # keep best.pt, the epoch-end checkpoint with the highest val/top1 so far
     resume: bool = True  # resume from the newest valid checkpoint in run.dir
     # write checkpoints on a background thread: the loop blocks only for the copy into host memory;
@@ -131,24 +162,29 @@ class WandbConfig:
     group: str | None = None  # groups runs in the UI (e.g. one sweep)
     tags: list[str] = field(default_factory=list)  # tags=a,b on the command line
     log_checkpoints: bool = False  # upload checkpoints as artifacts (aliases latest, best): ~407 MB each for AlexNet
-    image_grid: int = 16  # augmented training images shown (with class names) at start; 0 = none
-    init_timeout_s: float = 60.0  # an online start (login, server) slower than this falls back to offline
-    finish_timeout_s: float = 300.0  # stop waiting for uploads at exit after this; `wandb sync` sends the rest
+    image_grid: int = ranged(16, ge=0)  # augmented training images shown (with class names) at start; 0 = none
+    # an online start (login, server) slower than this falls back to offline
+    init_timeout_s: float = ranged(60.0, gt=0)
+    # stop waiting for uploads at exit after this; `wandb sync` sends the rest
+    finish_timeout_s: float = ranged(300.0, gt=0)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     dir: str = "runs/alexnet"  # config.yaml, metrics.jsonl, checkpoints/ and W&B files go here
-    timeout_minutes: float = 10  # a collective that waits longer than this fails instead of hanging
-    max_nonfinite_steps: int = 20  # amp=fp16: stop after this many inf/NaN losses in a row (GradScaler skips
-    #                                each one); with amp off/bf16 the first non-finite loss stops the run
+    # a collective that waits longer than this fails instead of hanging
+    timeout_minutes: float = ranged(10, gt=0)
+    # amp=fp16: stop after this many inf/NaN losses in a row (GradScaler skips each one); with amp
+    # off/bf16 the first non-finite loss stops the run
+    max_nonfinite_steps: int = ranged(20, gt=0)
 
 
 @dataclass(frozen=True)
 class DDPConfig:
     """Gradient communication between ranks; docs/scaling.md says when each option pays."""
 
-    bucket_cap_mb: float = 25  # gradients go out in buckets of this size, overlapping the rest of backward
+    # gradients go out in buckets of this size, overlapping the rest of backward
+    bucket_cap_mb: float = ranged(25, gt=0)
     grad_compression: Literal["none", "bf16"] = "none"  # "bf16": all-reduce half the bytes (a DDP comm hook)
     check_weights: bool = True  # at each epoch end ranks compare a hash of their weights; a mismatch stops
 
@@ -287,31 +323,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-_NON_NEGATIVE = {
-    "wandb.image_grid", "data.max_bad_samples",
-    "data.workers", "train.max_steps", "train.label_smoothing", "train.grad_clip",
-    "checkpoint.every_steps", "checkpoint.every_minutes", "schedule.warmup_epochs", "optim.weight_decay",
-    "optim.momentum",
-    "model.num_classes", "model.dropout", "schedule.min_lr",
-}
-_POSITIVE = {
-    "wandb.init_timeout_s", "wandb.finish_timeout_s",
-    "data.image_size", "data.eval_resize", "data.prefetch", "data.shuffle_buffer", "train.epochs", "train.batch_size",
-    "train.log_every", "train.val_every_epochs", "checkpoint.keep_last", "optim.lr", "schedule.step_epochs",
-    "run.timeout_minutes", "ddp.bucket_cap_mb", "run.max_nonfinite_steps",
-}
-
-
 def _check_ranges(cfg: Any, prefix: str) -> None:
     for f in dataclasses.fields(cfg):
         key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
-        if key in _POSITIVE and not value > 0:
-            raise ConfigError(f"{key} must be > 0, got {value!r}")
-        if key in _NON_NEGATIVE and not value >= 0:
-            raise ConfigError(f"{key} must be >= 0, got {value!r}")
+        if "range" in f.metadata:
+            f.metadata["range"].check(key, value)
         if key == "run.dir" and not value.strip():
             raise ConfigError("run.dir is empty: name the folder for this run's checkpoints and logs, "
                               "e.g. runs/alexnet")
-        if key == "checkpoint.keep_last" and value < 2:
-            raise ConfigError(f"{key} must be >= 2 (got {value}): when the newest checkpoint is damaged, "
-                              "resuming falls back to the one before it")

@@ -21,7 +21,8 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.config import ConfigError, DDPConfig
+from trainer.config import DDPConfig
+from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

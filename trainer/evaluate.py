@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer import config, lifecycle
+from trainer import config
+from trainer.errors import CheckpointError, ConfigError
+from trainer.resilience import lifecycle
 
 if TYPE_CHECKING:
     from trainer.dist import DistInfo
@@ -31,17 +33,18 @@ if TYPE_CHECKING:
 def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo) -> dict[str, Any]:
     """The validation metrics of the weights in `state`, on this process group (any world size)."""
 
-    from trainer import data
+    from trainer.data.manifest import load_manifest
+    from trainer.data.transforms import Normalize
+    from trainer.errors import DataError
     from trainer.model import build_model, maybe_compile, to_memory_format
     from trainer.step import autocast_for
-    from trainer.transforms import Normalize
     from trainer.validate import validate
 
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise config.ConfigError("amp=fp16 needs CUDA; pass amp=bf16 or amp=off to evaluate on the CPU")
-    manifest = data.load_manifest(cfg.data.root)
+    manifest = load_manifest(cfg.data.root)
     if manifest.val is None:
-        raise data.DataError(f"{cfg.data.root}/_info.json has no validation split (splits.val) to evaluate on")
+        raise DataError(f"{cfg.data.root}/_info.json has no validation split (splits.val) to evaluate on")
     num_classes = cfg.model.num_classes or len(manifest.class_names)
     model = build_model(cfg.model, num_classes)
     try:
@@ -69,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-    from trainer import checkpoint, dist, storage  # after argument parsing: importing torch takes seconds
-    from trainer.train_state import stored_config
+    from trainer import dist  # after argument parsing: importing torch takes seconds
+    from trainer.data import storage
+    from trainer.resilience import checkpoint
+    from trainer.resilience.state import stored_config
 
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint, args.overrides)
-    except (checkpoint.CheckpointError, config.ConfigError) as e:
+    except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     if not _root_given(args.overrides) and not storage.is_local(cfg.data.root):
         parser.exit(2, f"error: the checkpoint's data.root={cfg.data.root!r} is not a plain local path (it is "

@@ -26,11 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import checkpoint, config, data, storage
 from trainer.config import ModelConfig
+from trainer.data import storage
+from trainer.data.manifest import load_manifest
+from trainer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.model import build_model
-from trainer.train_state import stored_config
-from trainer.transforms import IMAGENET_MEAN, IMAGENET_STD
+from trainer.resilience import checkpoint
+from trainer.resilience.state import stored_config
 
 CHECK_BATCH = 3  # not the export example's batch of 2: the check also exercises the dynamic batch size
 TOLERANCE = 1e-4  # max |logit difference| accepted; the same fp32 kernels give 0 in practice
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint)
-    except (checkpoint.CheckpointError, config.ConfigError) as e:
+    except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     meta = {
         "checkpoint": str(args.checkpoint), "step": state["step"], "model": cfg.model.name,
@@ -132,8 +135,8 @@ def _class_names(root: str, trusted: bool) -> list[str] | None:
               file=sys.stderr)
         return None
     try:
-        return list(data.load_manifest(root).class_names) or None
-    except (data.DataError, OSError, ValueError, KeyError):
+        return list(load_manifest(root).class_names) or None
+    except (DataError, OSError, ValueError, KeyError):
         return None
 
 

@@ -27,18 +27,20 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint, data, dirlock, dist, lifecycle, metrics, optim, step
-from trainer.async_checkpoint import AsyncCheckpointer
+from trainer import dist, optim, step
 from trainer.config import Config, ConfigError, dump, to_dict
-from trainer.goodput import TimeAccount
-from trainer.guard import StepGuard, Verdict, ignore_stop_signals
-from trainer.lifecycle import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED
-from trainer.meters import StepMeter
+from trainer.data import manifest as dataset
+from trainer.data.loader import check_decode, count_skipped, train_loader
+from trainer.data.transforms import Normalize
+from trainer.errors import EXIT_NONFINITE, EXIT_PEER_FAILED, EXIT_PREEMPTED, first_line
 from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format, use_compile_cache
-from trainer.resume import data_plan
+from trainer.monitoring import loggers, meters, run_info
+from trainer.monitoring.meters import StepMeter, TimeAccount
+from trainer.resilience import checkpoint, dirlock, lifecycle
+from trainer.resilience.async_checkpoint import AsyncCheckpointer
+from trainer.resilience.guard import StepGuard, Verdict, ignore_stop_signals
+from trainer.resilience.state import TrainState, data_plan
 from trainer.seeding import derive_seed
-from trainer.train_state import TrainState
-from trainer.transforms import Normalize
 from trainer.validate import validate
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ STEP_DELAY_ENV = "TRAINER_TEST_STEP_DELAY"
 
 
 def run(cfg: Config) -> int:
-    """Train; returns the exit status (trainer/lifecycle.py). Any error is logged here, once, on its rank."""
+    """Train; returns the exit status (trainer/resilience/lifecycle.py). Any error is logged here, once, on its rank."""
     info = dist.setup(cfg.device, cfg.run.timeout_minutes)
     lifecycle.watch_launcher(info.rank)
     try:
@@ -62,7 +64,7 @@ def run(cfg: Config) -> int:
             return lifecycle.left_by_launcher(info.rank)
         log.error("rank %d stops: a collective %s; the failing rank's own log says why. If a step, a checkpoint "
                   "save or validation legitimately takes longer than run.timeout_minutes=%g, raise it. (%s)",
-                  info.rank, what, cfg.run.timeout_minutes, lifecycle.first_line(e))
+                  info.rank, what, cfg.run.timeout_minutes, first_line(e))
         return EXIT_PEER_FAILED  # no teardown: the peer is gone, and leaving closes the connections
     finally:
         ignore_stop_signals()  # the exit status is decided; keep it
@@ -77,9 +79,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     run_dir, ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
     # One writer per run.dir; the lock goes with the process, so a killed run never leaves it behind.
     lock = dirlock.acquire(run_dir, "run.dir") if info.is_main else None
-    manifest = data.load_manifest(cfg.data.root)
+    manifest = dataset.load_manifest(cfg.data.root)
     local_batch = cfg.train.batch_size // info.world_size
-    steps_per_epoch = data.steps_per_epoch(manifest.train, cfg.train.batch_size)
+    steps_per_epoch = dataset.steps_per_epoch(manifest.train, cfg.train.batch_size)
     total_steps = steps_per_epoch * cfg.train.epochs
     num_classes = cfg.model.num_classes or len(manifest.class_names)
 
@@ -87,9 +89,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     model = ts.model
     if info.is_main:
         (run_dir / "config.yaml").write_text(dump(cfg))
-        ts.run_id = metrics.resolve_run_id(run_dir, ts.run_id)  # also kept in run_dir: a restart continues it
+        ts.run_id = run_info.resolve_run_id(run_dir, ts.run_id)  # also kept in run_dir: a restart continues it
     pos, start_step, skipped = ts.pos, ts.pos.step, 0
-    logger = metrics.build_logger(
+    logger = loggers.build_logger(
         info.is_main, cfg.wandb, run_dir, ts.run_id, ts.config, start_step=start_step,
         end_step=min(total_steps, cfg.train.max_steps or total_steps), class_names=manifest.class_names,
     )
@@ -123,7 +125,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
     try:
         while not finished():
             if batches is None:  # once per run with data.persistent_workers, else once per epoch
-                batches = iter(data.train_loader(
+                batches = iter(train_loader(
                     manifest.train, cfg.data, info.device, seed=cfg.seed, epoch=pos.epoch,
                     start_step=pos.step_in_epoch, steps=steps_per_epoch, local_batch=local_batch,
                     rank=info.rank, world_size=info.world_size, num_classes=num_classes,
@@ -135,7 +137,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
             while pos.step_in_epoch < steps_per_epoch and not finished():
                 with account.measure("data_wait"):
                     images, targets = next(batches)
-                skipped = data.count_skipped(targets, skipped, cfg.data.max_bad_samples)
+                skipped = count_skipped(targets, skipped, cfg.data.max_bad_samples)
                 if pos.step == start_step:  # once per start: what the augmentation feeds the model
                     logger.log_samples(images, targets, pos.step)
                     account.start_training()
@@ -159,7 +161,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> int:
                     loss_mean, perf = meter.report(info)  # a sync point: only on log steps
                     logger.log({"train/loss": loss_mean, "train/lr": lr,
                                 "train/epoch": pos.epoch + pos.step_in_epoch / steps_per_epoch,
-                                **perf, **metrics.gpu_memory(info.device)}, pos.step)
+                                **perf, **meters.gpu_memory(info.device)}, pos.step)
                 if checkpoint.due(pos.step, every_steps=every, epoch_done=epoch_done, clock_due=verdict.save_due,
                                   stop=verdict.stop):
                     save()
@@ -227,10 +229,10 @@ def _check_for_this_run(cfg: Config, info: dist.DistInfo) -> None:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {info.world_size} ranks")
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
-    data.check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
+    check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work
 
 
-def _stop(logger: metrics.Logger, saver: AsyncCheckpointer | None, account: TimeAccount, info: dist.DistInfo,
+def _stop(logger: loggers.Logger, saver: AsyncCheckpointer | None, account: TimeAccount, info: dist.DistInfo,
           step: int) -> int:
     """After a stop request's checkpoint: every rank waits until it is on disk, then exits."""
     logger.preempting()  # W&B shows the run as preempted (to be resumed), not finished

@@ -2,7 +2,7 @@
 
 Six panels against the optimizer step: loss (train and validation), learning rate, validation
 top-1/top-5, throughput (images/s over all ranks), goodput, and where each epoch's time went
-(trainer/goodput.py's buckets). A resume that logged some steps again
+(trainer/monitoring/meters.py's buckets). A resume that logged some steps again
 keeps the newest value for each step, as W&B draws them against `trainer/step`.
 """
 
@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
-from trainer.goodput import BUCKETS  # noqa: E402
+from trainer.monitoring.meters import BUCKETS  # noqa: E402
 
 PANELS = (  # (title, y label, [(metric, legend label)])
     ("loss", "cross-entropy", [("train/loss", "train"), ("val/loss", "validation")]),

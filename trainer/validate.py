@@ -11,22 +11,25 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from trainer import data, dist, step
+from trainer import dist, step
 from trainer.config import DataConfig
-from trainer.transforms import Normalize
+from trainer.data.loader import eval_loader
+from trainer.data.manifest import Split
+from trainer.data.transforms import Normalize
+from trainer.errors import DataError
 
 
-def validate(model: torch.nn.Module, split: data.Split, cfg: DataConfig, info: dist.DistInfo,
+def validate(model: torch.nn.Module, split: Split, cfg: DataConfig, info: dist.DistInfo,
              normalize: Normalize, autocast: Callable[[], AbstractContextManager],
              local_batch: int, num_classes: int) -> dict[str, float]:
     """Loss, top-1 and top-5 over the whole split (this rank evaluates its share); on every rank.
     Samples that cannot be decoded are logged and left out of every figure, val/count included."""
-    loader = data.eval_loader(split, cfg, info.device, local_batch=local_batch,
+    loader = eval_loader(split, cfg, info.device, local_batch=local_batch,
                               rank=info.rank, world_size=info.world_size, num_classes=num_classes)
     module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
     totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast), info)
     loss_sum, top1, top5, count = totals.tolist()
     if count == 0:
-        raise data.DataError("the validation split has no samples: nothing to evaluate")
+        raise DataError("the validation split has no samples: nothing to evaluate")
     return {"val/loss": loss_sum / count, "val/top1": top1 / count, "val/top5": top5 / count,
             "val/count": int(count)}

@@ -13,10 +13,9 @@ import numpy as np
 import simplejpeg
 import torch
 
-from trainer.config import ConfigError
-from trainer.lifecycle import first_line
+from trainer.data.transforms import Plan, render, shared_empty
+from trainer.errors import ConfigError, DataError, first_line
 from trainer.step import IGNORE
-from trainer.transforms import Plan, render, shared_empty
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,6 @@ def _decode_each(blobs: list[torch.Tensor], plans: list[list[int]], labels: torc
     logged and left out of the loss (label IGNORE), with another image and its plan in its slot."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from trainer.data import DataError  # data imports this module
 
     images: list[torch.Tensor | None] = []
     labels = labels.clone()

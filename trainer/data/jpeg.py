@@ -1,6 +1,6 @@
 """JPEG bytes -> RGB pixels: the image's size from its header, the whole image, or only a crop's region.
 
-Region decoding (trainer/_jpeg_region.c, libjpeg-turbo's partial decode) gives the same pixels as a
+Region decoding (trainer/data/_jpeg_region.c, libjpeg-turbo's partial decode) gives the same pixels as a
 whole-image decode of the same rows and columns at ~0.85 of its cost (docs/benchmarks.md). Where that
 extension was not built (no C compiler or libjpeg headers at install), or the bytes are not a plain
 JPEG, the whole image is decoded and cut instead.
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 try:
-    from trainer._jpeg_region import decode_region as _decode_region
+    from trainer.data._jpeg_region import decode_region as _decode_region
 except ImportError:  # built without libjpeg-turbo's headers: whole-image decodes, same pixels
     _decode_region = None
 

@@ -2,8 +2,8 @@
 on the device.
 
 A preset turns an image's size into a `Plan` (crop, resize, centre crop, flip) and renders it: only the
-pixels the plan uses are decoded (trainer/jpeg.py; at 1/2, 1/4 or 1/8 size when the crop allows), then
-resized straight into the image's slot of the batch. trainer/gpu_decode.py renders the same plans on
+pixels the plan uses are decoded (trainer/data/jpeg.py; at 1/2, 1/4 or 1/8 size when the crop allows), then
+resized straight into the image's slot of the batch. trainer/data/gpu_decode.py renders the same plans on
 the GPU. Augmentation randomness comes from a `random.Random` the caller derives from (seed, epoch, key),
 so a sample's crop does not depend on which samples were decoded before it.
 """
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
-from trainer import jpeg
-from trainer.jpeg import decode, jpeg_size  # noqa: F401 - part of this module's interface (tests, gpu_decode)
+from trainer.data import jpeg
+from trainer.data.jpeg import decode, jpeg_size  # noqa: F401 - part of this module's interface (tests, gpu_decode)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,19 +1,14 @@
 """One logger interface for the loop: `log(metrics, step)`, `log_samples`, `log_checkpoint`, `close()`.
 
-The main rank fans out to progress output (trainer/progress.py), `metrics.jsonl` and W&B
-(trainer/wandb_logger.py); other ranks get a NullLogger, so callers never ask "am I rank 0?".
-Also here: the W&B run id kept in the run directory, and what a run records about its environment.
+The main rank fans out to progress output (progress.py), `metrics.jsonl` and W&B (wandb_logger.py);
+other ranks get a NullLogger, so callers never ask "am I rank 0?".
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import os
-import platform
-import secrets
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,11 +16,9 @@ from typing import Any, Protocol
 import torch
 
 from trainer.config import WandbConfig
+from trainer.monitoring.run_info import environment
 
 log = logging.getLogger(__name__)
-
-RUN_ID_FILE = "wandb_run_id"  # in the run directory, beside config.yaml
-_PACKAGES = ("torch", "torchvision", "webdataset", "wandb", "numpy", "pillow")
 
 
 class Logger(Protocol):
@@ -138,7 +131,7 @@ class MultiLogger:
     def log_samples(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> None:
         if not self.grid_size:
             return
-        from trainer.sample_grid import sample_grid
+        from trainer.monitoring.sample_grid import sample_grid
 
         try:
             grid = sample_grid(images, labels, self.class_names, self.grid_size)
@@ -175,13 +168,13 @@ def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str | N
     if not is_main:
         return NullLogger()
     assert run_id is not None, "the main rank resolves the W&B run id before building its logger"
-    from trainer.progress import ProgressLogger
+    from trainer.monitoring.progress import ProgressLogger
 
     env = environment()
     log.info("environment: %s", "  ".join(f"{k}={v}" for k, v in env.items()))
     backends: list[Backend] = [ProgressLogger(end_step, start_step), JsonlLogger(run_dir / "metrics.jsonl")]
     if cfg.mode != "disabled":
-        from trainer.wandb_logger import WandbLogger
+        from trainer.monitoring.wandb_logger import WandbLogger
 
         try:
             wandb_logger = WandbLogger(cfg, run_dir, run_id, {**config, "env": env})
@@ -191,83 +184,6 @@ def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str | N
             wandb_logger.replay(JsonlLogger.rows(run_dir / "metrics.jsonl"))  # what a kill lost there
             backends.append(wandb_logger)
     return MultiLogger(*backends, class_names=class_names, grid_size=cfg.image_grid)
-
-
-def resolve_run_id(run_dir: Path, from_checkpoint: object) -> str:
-    """The W&B run id: the resumed checkpoint's, else the run directory's, else a new one; saved in run_dir.
-
-    The file covers a run stopped before its first checkpoint, so its restart continues the same W&B run.
-    Both sources are data (a checkpoint may come from elsewhere) and the id becomes part of paths under
-    run_dir/wandb, so anything but a W&B-style id ([a-z0-9], at most 64) is ignored with a warning.
-    """
-    path = run_dir / RUN_ID_FILE
-    saved = path.read_text(errors="replace").strip() if path.is_file() else ""
-    if saved and not _valid_run_id(saved):
-        log.warning("%s holds %r, not a W&B run id ([a-z0-9]+); ignoring it", path, saved[:80])
-        saved = ""
-    stored = from_checkpoint if isinstance(from_checkpoint, str) and _valid_run_id(from_checkpoint) else None
-    if from_checkpoint is not None and stored is None:
-        log.warning("the checkpoint's W&B run id %r is not a W&B run id ([a-z0-9]+); ignoring it",
-                    str(from_checkpoint)[:80])
-    if stored and saved and saved != stored:
-        log.warning("%s says W&B run %s but the checkpoint says %s; continuing %s", path, saved, stored, stored)
-    run_id = stored or saved or secrets.token_hex(4)
-    if run_id != saved:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(run_id + "\n")
-        os.replace(tmp, path)
-    return run_id
-
-
-def _valid_run_id(run_id: object) -> bool:
-    return (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isascii() and run_id.isalnum()
-            and run_id == run_id.lower())
-
-
-def environment() -> dict[str, Any]:
-    """Library versions, Python, CUDA and the code's git commit, flat so W&B can filter runs on them."""
-    env: dict[str, Any] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            env[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            env[name] = None
-    env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-    if torch.cuda.is_available():
-        env["cudnn"] = torch.backends.cudnn.version()
-        env["gpu"] = torch.cuda.get_device_name()
-    env.update(git_state(Path(__file__).resolve().parent))
-    return env
-
-
-def git_state(directory: Path) -> dict[str, Any]:
-    """`git_commit` and `git_dirty` of the checkout holding `directory`; None for both outside one."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):  # no git installed, or a very slow file system
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
-
-
-def gpu_memory(device: torch.device) -> dict[str, float]:
-    """CUDA memory in GiB: now allocated, reserved by the caching allocator, and the peak since the
-    last call. Host-side counters: no device sync. Empty off CUDA."""
-    if device.type != "cuda":
-        return {}
-    gib = 2.0**30
-    out = {
-        "gpu/mem_allocated_gib": torch.cuda.memory_allocated(device) / gib,
-        "gpu/mem_reserved_gib": torch.cuda.memory_reserved(device) / gib,
-        "gpu/mem_peak_gib": torch.cuda.max_memory_allocated(device) / gib,
-    }
-    torch.cuda.reset_peak_memory_stats(device)
-    return out
 
 
 def _last_byte(path: Path) -> bytes:

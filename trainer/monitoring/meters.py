@@ -1,4 +1,7 @@
-"""Where a run's wall clock goes: buckets that partition it, and goodput = training-step time / wall time.
+"""What a run measures of itself: where its wall clock goes (`TimeAccount`), the training meter
+(`StepMeter`) and the GPU's memory.
+
+Time: buckets that partition the wall clock, and goodput = training-step time / wall time.
 
 The loop wraps each phase in `measure(bucket)`; whatever no phase claims is "other" (logging, the
 epoch's bookkeeping), so the buckets always add up to the wall time. "startup" runs from the process's
@@ -6,6 +9,10 @@ start to the first step; "compile" is the first step of a start with model.compi
 happens). Each epoch logs its buckets (`time/<bucket>_s`), `perf/goodput` and `time/epoch_gap_s` (from
 the previous epoch's last step to this one's first, validation left out); `table()` is the
 "where the time went" summary printed at the end of a run and on a stop.
+
+The meter: loss, throughput and data wait since the last log, reduced over ranks only then. Losses add
+up on the device, so a step costs no sync; `report` is the one sync point (an all-reduce of two numbers
+and a read), on log steps only.
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import torch
+
+from trainer import dist
 
 BUCKETS = ("startup", "compile", "step", "data_wait", "validation", "checkpoint", "other")
 
@@ -85,3 +96,47 @@ class TimeAccount:
         lines += [f"  {name:<11} {seconds:9.1f} s  {seconds / wall if wall else 0:6.1%}"
                   for name, seconds in rows.items()]
         return "\n".join(lines)
+
+
+class StepMeter:
+    def __init__(self, device: torch.device, global_batch: int, account: TimeAccount) -> None:
+        self.global_batch, self.account = global_batch, account
+        self.sums = torch.zeros(2, device=device)  # [sum of losses, steps] since the last report
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window: at each epoch's start, so validation and saving stay out of its figures."""
+        self.sums.zero_()
+        self.tick, self.waited = time.monotonic(), self.account.total["data_wait"]
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.sums += torch.stack([loss.float(), loss.new_ones((), dtype=torch.float32)])
+
+    def report(self, info: dist.DistInfo) -> tuple[float, dict[str, float]]:
+        """(mean loss over ranks and steps, perf metrics) since the last report; starts a new window."""
+        loss_sum, steps = dist.all_reduce_sum(self.sums, info).tolist()  # a sync point
+        elapsed = time.monotonic() - self.tick
+        waited = self.account.total["data_wait"] - self.waited
+        local_steps = steps / info.world_size
+        perf = {
+            "perf/images_per_s": local_steps * self.global_batch / elapsed,
+            "perf/step_time_s": elapsed / local_steps,
+            "perf/data_wait_fraction": waited / elapsed,
+        }
+        self.restart()
+        return loss_sum / steps, perf
+
+
+def gpu_memory(device: torch.device) -> dict[str, float]:
+    """CUDA memory in GiB: now allocated, reserved by the caching allocator, and the peak since the
+    last call. Host-side counters: no device sync. Empty off CUDA."""
+    if device.type != "cuda":
+        return {}
+    gib = 2.0**30
+    out = {
+        "gpu/mem_allocated_gib": torch.cuda.memory_allocated(device) / gib,
+        "gpu/mem_reserved_gib": torch.cuda.memory_reserved(device) / gib,
+        "gpu/mem_peak_gib": torch.cuda.max_memory_allocated(device) / gib,
+    }
+    torch.cuda.reset_peak_memory_stats(device)
+    return out

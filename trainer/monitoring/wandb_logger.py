@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import WandbConfig
-from trainer.lifecycle import EXIT_PREEMPTED, first_line
-from trainer.wandb_history import STEP_KEY, held_rows, signature
+from trainer.errors import EXIT_PREEMPTED, first_line
+from trainer.monitoring.wandb_history import STEP_KEY, held_rows, signature
 
 log = logging.getLogger(__name__)
 

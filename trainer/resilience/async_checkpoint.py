@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trainer import checkpoint
+from trainer.resilience import checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from trainer.lifecycle import first_line
+from trainer.errors import CheckpointError, CheckpointWriteError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ BEST = "best.pt"  # a hard link to the step checkpoint with the highest val/top1
 # Test hook: seconds to wait between writing a checkpoint's temp file and renaming it into place, so a
 # test can kill or stop a run while a (background) save is in flight.
 DELAY_ENV = "TRAINER_TEST_CHECKPOINT_DELAY"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (disk full, permissions); the ones already on disk are intact."""
 
 
 def path_for(directory: Path, step: int) -> Path:

@@ -19,13 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from trainer.errors import LockedError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-
-
-class LockedError(RuntimeError):
-    """The folder is held by another live process; the message names it."""
 
 
 class DirLock:

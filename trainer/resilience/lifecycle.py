@@ -1,6 +1,6 @@
 """How a trainer process ends: its exit statuses, the error that decides one, and a way out that cannot hang.
 
-Every failure becomes a status from the table below on the rank that saw it, logged once. The process
+Every failure becomes a status from the table in trainer/errors.py on the rank that saw it, logged once. The process
 then leaves with `exit()`, which never waits on anything it does not control: DataLoader workers die
 with their rank (PR_SET_PDEATHSIG), and ranks leave when their launcher is gone (`watch_launcher`).
 docs/fault_tolerance.md has the same table, with what the user sees.
@@ -17,19 +17,9 @@ import sys
 import threading
 import time
 
-from trainer.config import ConfigError
+from trainer.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LAUNCHER_GONE, EXIT_OK, EXIT_PREEMPTED, status_for
 
 log = logging.getLogger("trainer")
-
-EXIT_OK = 0
-EXIT_ERROR = 1  # an unexpected error (a bug, CUDA out of memory, ...): the traceback is in the log
-EXIT_USAGE = 2  # a config, dataset or run.dir problem, named in one line with the fix
-EXIT_NONFINITE = 3  # the loss became inf/NaN; the newest checkpoint is the last good state
-EXIT_PEER_FAILED = 4  # another rank failed or hung (run.timeout_minutes): its own log says why
-EXIT_CHECKPOINT = 5  # a checkpoint could not be written (disk full, permissions); the previous one is intact
-EXIT_LAUNCHER_GONE = 6  # torchrun (the launcher) died, e.g. SIGKILLed: the rank left without saving
-EXIT_PREEMPTED = 75  # a stop request (SIGTERM, SIGUSR1, Ctrl-C) was honoured: saved; EX_TEMPFAIL, "try again"
-EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once, without saving (128 + SIGINT)
 
 _NORMAL_EXIT_GRACE_S = 10.0  # the atexit hooks may take this long after a clean run
 
@@ -58,28 +48,16 @@ def exit(status: int) -> None:  # noqa: A001 - the process's way out, like sys.e
 
 
 def status_of(error: BaseException, rank: int) -> int:
-    """Log `error` once, as the user should read it, and return its exit status."""
-    from trainer.checkpoint import CheckpointError, CheckpointWriteError  # torch-heavy; only when failing
-    from trainer.data import DataError
-    from trainer.dirlock import LockedError
-
-    if isinstance(error, KeyboardInterrupt):
+    """Log `error` once, as the user should read it, and return its exit status (errors.STATUS_OF)."""
+    status = status_for(error)
+    if status == EXIT_INTERRUPTED:
         log.error("rank %d: interrupted, stopped at once without saving; the newest checkpoint is intact", rank)
-        return EXIT_INTERRUPTED
-    if isinstance(error, CheckpointWriteError):
-        log.error("rank %d: %s", rank, error)
-        return EXIT_CHECKPOINT
-    if isinstance(error, (ConfigError, DataError, CheckpointError, LockedError)):
+    elif status == EXIT_ERROR:
+        log.error("rank %d: unexpected error; every rank stops (status %d). The newest checkpoint is intact: "
+                  "run the same command to resume once the cause is fixed.", rank, EXIT_ERROR, exc_info=error)
+    else:
         log.error("rank %d: %s", rank, _worker_message(error))
-        return EXIT_USAGE
-    log.error("rank %d: unexpected error; every rank stops (status %d). The newest checkpoint is intact: "
-              "run the same command to resume once the cause is fixed.", rank, EXIT_ERROR, exc_info=error)
-    return EXIT_ERROR
-
-
-def first_line(error: BaseException, limit: int = 300) -> str:
-    """An error's message in one line, for log lines that go on after it (its type name if it has none)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+    return status
 
 
 def _worker_message(error: BaseException) -> str:
