@@ -17,15 +17,15 @@ demo: $(STAMP)
 
 # Test files run in parallel, one pytest worker per core (at most 4). A file's tests share a worker, so
 # its fixtures are built once. A process test mostly waits on its trainer processes, so two files share
-# two cores well. One test alone: `$(PY) -m pytest tests/test_x.py -k name` (one process).
+# two cores well. One test alone: `$(PY) -m pytest tests/unit/test_x.py -k name` (one process).
 XDIST := -n auto --maxprocesses=4 --dist loadfile
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) tests
 
-# The edit-test loop: everything but the tests marked slow (real multi-process runs), under a minute.
+# The edit-test loop: tests/unit only (tests/process starts real trainer processes), under a minute.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
+	$(PY) -m pytest -q $(XDIST) tests/unit
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
 lint: $(STAMP)

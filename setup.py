@@ -3,7 +3,7 @@
 trainer/data/_jpeg_region.c decodes the crop region of a JPEG (libjpeg-turbo's partial decode, which no
 package on PyPI exposes). It needs a C compiler and libjpeg-turbo's headers (Debian: libjpeg-dev). It is
 optional: where it cannot be built, the install goes on and the loader decodes whole images instead
-(same pixels, slower; `trainer.data.jpeg.REGION_DECODE` says which).
+(slower; `trainer.data.jpeg.REGION_DECODE` says which, and every run records it as `region_decode`).
 """
 
 from setuptools import Extension, setup

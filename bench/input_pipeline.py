@@ -42,9 +42,9 @@ from bench import dali_pipeline
 from bench.samples import SAMPLES
 from trainer.config import ConfigError, DataConfig
 from trainer.data import jpeg
+from trainer.data.jpeg import jpeg_size
 from trainer.data.loader import Sample, TrainStream, _read, check_decode, eval_loader, train_loader
 from trainer.data.manifest import load_manifest
-from trainer.data.transforms import jpeg_size
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASELINE = {

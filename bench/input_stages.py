@@ -58,7 +58,27 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
         with open(url, "rb") as f:
             return list(tarstream.samples(f))
 
-    # Decoded images are dropped at once, as in the loader: keeping 1,000 of them would time page faults.
+    def loader() -> None:
+        for _ in train_loader(split, cfg, torch.device("cpu"), seed=0, epoch=next(rounds), start_step=0,
+                                   steps=len(samples) // batch, local_batch=batch, rank=0, world_size=1):
+            pass
+
+    return {
+        "tar reading: webdataset": read_with(lambda url: wds.tarfile_to_samples()(iter([{"url": url}]))),
+        "tar reading: trainer.data.tarstream": read_with(ours),
+        "shuffle buffer (1000)": lambda: list(_shuffled(iter(samples), 1000, random.Random(0))),
+        "per-sample RNG (derive_seed + Random)": lambda: [random.Random(derive_seed(0, "aug", 0, s.key, 0))
+                                                          for s in samples],
+        "JPEG header + crop plan": lambda: [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)],
+        **_decode_and_render(jpegs, plans, boxes, regions, wholes, batch),
+        "whole loader (workers=0)": loader,
+    }
+
+
+def _decode_and_render(jpegs: list, plans: list, boxes: list, regions: list, wholes: list,
+                       batch: int) -> dict[str, Callable[[], object]]:
+    """The decode and render stages over the same plans (decoded images are dropped at once, as in the
+    loader: keeping 1,000 of them would time page faults)."""
     def decode_whole() -> None:
         for j in jpegs:
             simplejpeg.decode_jpeg(j, colorspace="RGB")
@@ -84,24 +104,12 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
                 images = transforms.empty_batch(batch, 224)
             images[i % batch].copy_(transforms.render(x, plan, 224, h, w)[0].permute(1, 2, 0))
 
-    def loader() -> None:
-        for _ in train_loader(split, cfg, torch.device("cpu"), seed=0, epoch=next(rounds), start_step=0,
-                                   steps=len(samples) // batch, local_batch=batch, rank=0, world_size=1):
-            pass
-
     return {
-        "tar reading: webdataset": read_with(lambda url: wds.tarfile_to_samples()(iter([{"url": url}]))),
-        "tar reading: trainer.data.tarstream": read_with(ours),
-        "shuffle buffer (1000)": lambda: list(_shuffled(iter(samples), 1000, random.Random(0))),
-        "per-sample RNG (derive_seed + Random)": lambda: [random.Random(derive_seed(0, "aug", 0, s.key, 0))
-                                                          for s in samples],
-        "JPEG header + crop plan": lambda: [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)],
         "decode: whole image (the decode limit)": decode_whole,
         "decode: whole image at the DCT reduction": decode_reduced,
         "decode: the crop's region": decode_regions,
         "crop + resize + flip + copy into the batch, whole decode": render_whole_then_collate,
         "resize + flip + copy into the batch, region": resize_into_batch,
-        "whole loader (workers=0)": loader,
     }
 
 

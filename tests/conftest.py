@@ -5,6 +5,7 @@ Everything is built here from scratch (real JPEG files, real tar shards), never 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -57,3 +58,14 @@ def wide_shards(tmp_path_factory) -> Path:
     run_module("data_prep", "folder", "--train", str(images / "train"), "--val", str(images / "val"),
                "--out", str(out), "--shard-size", str(SHARD_SIZE), "--no-progress")
     return out
+
+
+@pytest.fixture
+def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No W&B settings of this machine; W&B's caches inside tmp_path."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")

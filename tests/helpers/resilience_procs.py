@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.loop import STEP_DELAY_ENV
+from trainer.start import STEP_DELAY_ENV
 
 from helpers.common import ROOT
 

@@ -17,8 +17,6 @@ import data_prep
 
 from helpers.fixtures_imagenet import image_folder
 
-pytestmark = pytest.mark.slow  # real data_prep processes
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(data_prep.__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 DELAY = "DATA_PREP_TEST_SHARD_DELAY"

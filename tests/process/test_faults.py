@@ -25,7 +25,7 @@ import pytest
 from helpers.datasets import copy_dataset
 from helpers.resilience_procs import Run, checkpoint_steps, load, past_step, torchrun, trainer_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 BASE_STEP = 2
 DEADLINE_S = 60  # start-up, resume and the fault; a hang runs into it

@@ -17,7 +17,7 @@ import pytest
 from helpers.common import ROOT
 from helpers.resilience_procs import ENV, Run, checkpoint_steps, past_step, torchrun, trainer_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 def trainer(shards: Path, run_dir: Path, *overrides: str, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from trainer.resilience.checkpoint import DELAY_ENV
 
 from helpers.resilience_procs import Run, assert_bitwise_equal, checkpoint_steps, load, trainer_args
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 FINAL = 12  # 2 epochs of 6 steps
 

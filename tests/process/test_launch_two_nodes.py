@@ -14,12 +14,9 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 import torch
 
 from helpers.common import CLASSES, ROOT, TRAIN_PER_CLASS
-
-pytestmark = pytest.mark.slow  # real trainer processes
 
 BATCH = 8
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH

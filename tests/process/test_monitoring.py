@@ -1,6 +1,6 @@
 """Monitoring end to end: real one-process training runs, their offline W&B files read back record by record.
 
-Distribution is not the point here (tests/test_train.py covers torchrun), so each run is one
+Distribution is not the point here (tests/process/test_train.py covers torchrun), so each run is one
 `python -m trainer` process with a small torchvision model on 64-pixel crops to stay fast.
 """
 
@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from trainer.loop import STEP_DELAY_ENV
+from trainer.data.jpeg import REGION_DECODE
+from trainer.start import STEP_DELAY_ENV
 
 from helpers.common import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS
 from helpers.wandb_records import read_records
-
-pytestmark = pytest.mark.slow  # real trainer processes
 
 BATCH = 8
 STEPS = CLASSES * TRAIN_PER_CLASS // BATCH  # 6 steps in the one epoch
@@ -121,6 +119,7 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
     assert env["python"] == ".".join(map(str, sys.version_info[:3])) and env["cuda"] is None
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert env["git_commit"] == (git.stdout.strip() if git.returncode == 0 else None)
+    assert env["region_decode"] is REGION_DECODE  # which JPEG decoder the pixels came from
 
     # The epoch's checkpoint as one artifact version, tagged latest and best; the file W&B staged is the
     # checkpoint itself.

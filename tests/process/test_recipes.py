@@ -16,12 +16,9 @@ import pytest
 import torch
 
 from trainer import config
-from trainer.config import ModelConfig
-from trainer.model import AlexNet, AlexNetBN, build_model, flops_per_image, param_groups
+from trainer.model import AlexNet
 
 from helpers.common import CLASSES, ROOT, TRAIN_PER_CLASS, VAL_PER_CLASS, run_module
-
-pytestmark = pytest.mark.slow  # real trainer processes
 
 BATCH, STEPS = 8, 3
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH
@@ -145,37 +142,3 @@ def test_export_gives_the_checkpoints_logits(reference_run: Path, tmp_path: Path
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["num_classes"], meta["image_size"], meta["step"]) == (1000, 224, STEPS)
     assert len(meta["class_names"]) == CLASSES
-
-
-# Forward FLOPs at 3x224x224, 2 per multiply-add, layer by layer (output sizes from the seed's table).
-SEED_FLOPS_BY_LAYER = [
-    2 * 96 * 54 * 54 * 3 * 11 * 11,   # conv1 11x11/4, pad 1: (224 + 2 - 11) // 4 + 1 = 54
-    2 * 256 * 26 * 26 * 96 * 5 * 5,   # conv2 5x5, pad 2, on pool1's 26x26 ((54 - 3) // 2 + 1)
-    2 * 384 * 12 * 12 * 256 * 3 * 3,  # conv3 3x3, pad 1, on pool2's 12x12 ((26 - 3) // 2 + 1)
-    2 * 384 * 12 * 12 * 384 * 3 * 3,  # conv4
-    2 * 256 * 12 * 12 * 384 * 3 * 3,  # conv5
-    2 * 6400 * 4096,                  # fc6: pool3 gives 256 x 5 x 5 = 6400 features
-    2 * 4096 * 4096,                  # fc7
-    2 * 4096 * 1000,                  # fc8
-]
-
-
-def test_flop_count_matches_the_hand_count_of_the_layers():
-    assert sum(SEED_FLOPS_BY_LAYER) == 2_019_891_456
-    assert flops_per_image(AlexNet()) == sum(SEED_FLOPS_BY_LAYER)
-    assert flops_per_image(AlexNetBN()) == sum(SEED_FLOPS_BY_LAYER)  # batch norm is not counted
-    # torchvision publishes its AlexNet's cost as 0.714 G multiply-adds (AlexNet_Weights meta "_ops").
-    tv_alexnet = build_model(ModelConfig(name="torchvision:alexnet"), 1000)
-    assert round(flops_per_image(tv_alexnet) / 2 / 1e9, 3) == 0.714
-
-
-def test_alexnet_bn_normalises_every_convolution_and_keeps_decay_off_norms():
-    model = build_model(ModelConfig(name="alexnet_bn"), 10)
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert [n.num_features for n in norms] == [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
-    assert all(c.bias is None for c in convs)
-    decay, no_decay = param_groups(model, 5e-4)
-    assert len(decay["params"]) == 8  # 5 kernels + 3 weight matrices
-    assert len(no_decay["params"]) == 2 * 5 + 3  # norm weights and biases, linear biases
-    assert model.train()(torch.zeros(2, 3, 224, 224)).shape == (2, 10)

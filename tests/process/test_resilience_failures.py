@@ -15,7 +15,7 @@ import torch
 
 from helpers.resilience_procs import Run, checkpoint_steps, load, logged_steps, past_step, torchrun
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_nonfinite_loss_stops_all_ranks_at_the_same_step_and_keeps_the_last_good_checkpoint(

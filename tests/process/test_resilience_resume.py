@@ -28,7 +28,7 @@ from helpers.resilience_procs import (
     trainer_args,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.timeout(420)
 
 STEPS_PER_EPOCH, EPOCHS = 6, 2
 FINAL = STEPS_PER_EPOCH * EPOCHS

@@ -12,14 +12,11 @@ import json
 import signal
 from pathlib import Path
 
-import pytest
 import torch
 
 from helpers.common import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS
 from helpers.resilience_procs import Run, checkpoint_steps, past_step, torchrun
 from helpers.wandb_records import history, run_ids
-
-pytestmark = pytest.mark.slow  # real trainer processes
 
 TRAIN_IMAGES, VAL_IMAGES = CLASSES * TRAIN_PER_CLASS, CLASSES * VAL_PER_CLASS
 BATCH = 8  # global: resilience_procs.trainer_args

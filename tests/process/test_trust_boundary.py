@@ -1,34 +1,27 @@
-"""Checkpoints, manifests and run directories are data, not code: nothing read from them reaches a shell,
-opens a URL, or names a file outside the dataset (docs/fault_tolerance.md, "Trusted and untrusted inputs").
+"""Checkpoints and manifests are data, not code: nothing read from them reaches a shell, opens a URL, or
+names a file outside the dataset (docs/fault_tolerance.md, "Trusted and untrusted inputs").
 
 Real `python -m trainer.export / trainer.evaluate / trainer` processes on a real checkpoint and real
-shards. Every malicious input would create a marker file if it ran; the marker must stay absent and the
-refusal must name what was refused. Every subprocess runs under a timeout.
+shards (the in-process checks are in tests/unit/test_untrusted_inputs.py). Every malicious input would
+create a marker file if it ran; the marker must stay absent and the refusal must name what was refused.
+Every subprocess runs under a timeout.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import webdataset as wds
 
-from trainer.config import ModelConfig
-from trainer.data import storage
 from trainer.data.manifest import load_manifest
-from trainer.errors import DataError
-from trainer.model import build_model
-from trainer.monitoring import run_info
 
 from helpers.common import ROOT, run_module
+from helpers.datasets import poisoned_dataset
 from helpers.resilience_procs import MODEL
 
 TIMEOUT = 240  # seconds, per process; the slowest (export) takes ~15 s on an idle CPU
@@ -66,7 +59,6 @@ def poisoned(trained: Path, shards: Path, tmp_path: Path) -> tuple[Path, Path]:
     return path, marker
 
 
-@pytest.mark.slow
 def test_export_never_runs_the_checkpoints_pipe_root(poisoned, shards: Path, tmp_path: Path):
     ckpt, marker = poisoned
     out = tmp_path / "export" / "model.pt"
@@ -83,7 +75,6 @@ def test_export_never_runs_the_checkpoints_pipe_root(poisoned, shards: Path, tmp
     assert json.loads(out.with_suffix(".json").read_text())["class_names"] == want
 
 
-@pytest.mark.slow
 def test_evaluate_refuses_the_checkpoints_pipe_root_and_takes_one_from_the_command_line(poisoned, shards: Path):
     ckpt, marker = poisoned
     proc = run("trainer.evaluate", "--checkpoint", str(ckpt))
@@ -97,37 +88,6 @@ def test_evaluate_refuses_the_checkpoints_pipe_root_and_takes_one_from_the_comma
     assert json.loads(proc.stdout.strip().splitlines()[-1])["val/count"] == 12
 
 
-BAD_NAMES = ["train/$(touch {marker}).tar", "x.tar; touch {marker}", "`touch {marker}`", "-o{marker}",
-             "../../etc/passwd", "/etc/passwd", "train/../../x.tar"]
-ROOTS = ["{root}", "pipe:cat {root}", "pipe:cat {root}/{{name}}"]
-
-
-def poisoned_dataset(shards: Path, tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
-    """A copy of the shards whose _info.json names a malicious file as the second train shard."""
-    ds, marker = tmp_path / "dataset", tmp_path / "MARKER"
-    shutil.copytree(shards, ds)
-    info = json.loads((ds / "_info.json").read_text())
-    name = bad.format(marker=marker)
-    info["splits"]["train"]["filenames"][1] = name
-    (ds / "_info.json").write_text(json.dumps(info))
-    return ds, marker, name
-
-
-@pytest.mark.parametrize("root_form", ROOTS, ids=["plain", "pipe-prefix", "pipe-template"])
-@pytest.mark.parametrize("bad", BAD_NAMES)
-def test_a_manifest_file_name_never_reaches_a_shell_or_leaves_the_dataset(shards, tmp_path, bad, root_form):
-    ds, marker, name = poisoned_dataset(shards, tmp_path, bad)
-    with pytest.raises(DataError) as e:
-        manifest = load_manifest(root_form.format(root=ds))
-        for url in manifest.train.urls:  # what every rank does next
-            list(wds.tarfile_to_samples(handler=wds.reraise_exception)(iter([{"url": url}])))
-    assert not marker.exists()
-    message = str(e.value)
-    assert "_info.json" in message and f"splits.train.filenames[1] = {name!r}" in message
-    assert "python -m data_prep verify" in message
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("root_form, bad", [("pipe:cat {root}", "train/$(touch {marker}).tar"),
                                             ("{root}", "../../etc/passwd")], ids=["pipe", "plain"])
 def test_training_on_a_poisoned_manifest_stops_before_reading_it(shards, tmp_path, root_form, bad):
@@ -138,48 +98,3 @@ def test_training_on_a_poisoned_manifest_stops_before_reading_it(shards, tmp_pat
     assert "_info.json" in proc.stderr and repr(name) in proc.stderr and "data_prep verify" in proc.stderr
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda s: s["shard_lengths"].append(8), "must be lists of the same length"),
-    (lambda s: s["shard_lengths"].__setitem__(0, -1), "shard_lengths[0] = -1 is not a sample count"),
-    (lambda s: s.pop("filenames"), "not a dataset manifest in the expected schema"),
-], ids=["lengths-count", "negative-length", "no-filenames"])
-def test_manifest_lengths_and_schema_are_checked(shards, tmp_path, edit, says):
-    ds = tmp_path / "dataset"
-    shutil.copytree(shards, ds)
-    info = json.loads((ds / "_info.json").read_text())
-    edit(info["splits"]["train"])
-    (ds / "_info.json").write_text(json.dumps(info))
-    with pytest.raises(DataError, match="_info.json") as e:
-        load_manifest(str(ds))
-    assert says in str(e.value)
-
-
-def test_join_takes_only_plain_names_and_only_scheme_free_roots_are_local():
-    with pytest.raises(ValueError):
-        storage.join("pipe:cat /data", "a.tar; touch x")
-    with pytest.raises(ValueError):
-        storage.join("/data", "../etc/passwd")
-    assert storage.join("pipe:cat /data/{name} -", "train/a-000000.tar") == "pipe:cat /data/train/a-000000.tar -"
-    # gopen treats "http:host/x" as a URL (curl), so it is not a local path even without "//".
-    assert not storage.is_local("http:example.com/x") and not storage.is_local("pipe:cat /data")
-
-
-def test_a_run_id_from_a_checkpoint_or_the_run_dir_is_checked(tmp_path: Path, caplog):
-    id_file = tmp_path / run_info.RUN_ID_FILE
-    with caplog.at_level(logging.WARNING, logger="trainer.monitoring.loggers"):
-        for bad in ("../../escape", "ABC", "", 12345):
-            run_id = run_info.resolve_run_id(tmp_path, bad)
-            assert re.fullmatch("[a-z0-9]+", run_id) and run_id != bad
-        id_file.write_text("../elsewhere\n")
-        run_id = run_info.resolve_run_id(tmp_path, None)
-    assert re.fullmatch("[a-z0-9]+", run_id) and id_file.read_text().strip() == run_id
-    assert "../../escape" in caplog.text and "../elsewhere" in caplog.text
-    assert run_info.resolve_run_id(tmp_path, "1a2b3c4d") == "1a2b3c4d"
-
-
-def test_a_checkpoints_model_name_only_picks_a_torchvision_classifier():
-    # model.name comes from the checkpoint in evaluate/export; it looks names up in torchvision's
-    # registry of classification models and never imports a module by name.
-    for name in ("torchvision:os.system", "torchvision:../x", "os:system"):
-        with pytest.raises(ValueError, match="model.name"):
-            build_model(ModelConfig(name=name), 4)

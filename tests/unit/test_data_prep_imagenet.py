@@ -172,7 +172,7 @@ def _csv_rows(lay, drop=0, add=None, wnid_of_first=None):
     ("devkit_unknown_id", "not leaf classes in meta.mat"),
 ])
 def test_label_file_mismatch_stops_before_any_shard(official, tmp_path, capsys, case, message):
-    from fixtures_imagenet import devkit
+    from helpers.fixtures_imagenet import devkit
 
     _, lay, _ = official
     p = lay["paths"]

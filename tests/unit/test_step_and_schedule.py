@@ -18,7 +18,6 @@ from trainer.data.transforms import Normalize
 from trainer.dist import DistInfo
 from trainer.model import build_model
 from trainer.monitoring.meters import StepMeter, TimeAccount
-from trainer.resilience import checkpoint
 from trainer.validate import validate
 
 from helpers.common import WIDE_CLASSES
@@ -92,24 +91,6 @@ def test_lr_is_a_pure_function_of_the_step_so_a_resume_mid_warmup_continues_the_
               [optim.lr_at(s, SPE, TOTAL, LR, schedule) for s in range(7, 30)]  # a restart at step 7
     assert resumed == straight
     assert all(a < b for a, b in zip(straight[:20], straight[1:20])), "warmup must rise every step"
-
-
-# ---- when to save -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("step_, every, epoch_done, clock, stop, want", [
-    (4, 2, False, False, False, True),    # checkpoint.every_steps
-    (5, 2, False, False, False, False),
-    (5, 0, False, False, False, False),   # every_steps=0: off
-    (5, 0, False, True, False, True),     # checkpoint.every_minutes passed
-    (6, 2, True, False, False, False),    # the epoch's end saves anyway (before and after validation)
-    (6, 2, True, True, False, False),
-    (5, 0, False, False, True, True),     # a stop request saves, whatever else
-    (6, 2, True, False, True, True),
-])
-def test_save_decision(step_: int, every: int, epoch_done: bool, clock: bool, stop: bool, want: bool):
-    got = checkpoint.due(step_, every_steps=every, epoch_done=epoch_done, clock_due=clock, stop=stop)
-    assert got == want, f"step {step_}, every_steps={every}, epoch_done={epoch_done}, clock={clock}, stop={stop}"
 
 
 def test_validation_top5_on_eight_classes_equals_a_hand_count(wide_shards):

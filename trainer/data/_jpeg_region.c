@@ -4,7 +4,7 @@
  * jpeg_crop_scanline): simplejpeg, Pillow, OpenCV and torchvision decode whole images; PyTurboJPEG needs a
  * system libturbojpeg >= 3 and has no region decode either. Rows below the region are never decoded, rows
  * above it only entropy-decoded, and columns outside it skip the IDCT, upsampling and colour conversion.
- * The pixels are those of a whole-image decode (tests/test_input_pipeline_region.py checks it).
+ * The pixels are those of a whole-image decode (tests/unit/test_input_pipeline_region.py checks it).
  *
  * decode_region(data, out, scale_denom, top, left, flip) fills `out`, a writable C-contiguous (h, w, 3)
  * uint8 buffer, with the RGB pixels [top, top + h) x [left, left + w) of the image decoded at

@@ -252,6 +252,38 @@ def _loader(stream: IterableDataset, cfg: DataConfig,
     return gpu_decode.GpuBatches(loader, decoder) if decoder else loader
 
 
+class TrainBatches:
+    """A run's training batches: the loader starts when the loop first asks for a batch (once per run
+    with data.persistent_workers, else once per epoch), samples that cannot be decoded are counted
+    against data.max_bad_samples, and the wait for each batch is timed by `wait_timer` (data wait)."""
+
+    def __init__(self, split: Split, cfg: DataConfig, device: torch.device, *, end_epoch: int,
+                 wait_timer: Callable[[], contextlib.AbstractContextManager[Any]], **stream_args: Any) -> None:
+        self.split, self.cfg, self.device, self.wait_timer = split, cfg, device, wait_timer
+        self.until_epoch = end_epoch if cfg.persistent_workers else None  # the workers' last epoch (exclusive)
+        self.stream_args, self.skipped = stream_args, 0
+        self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def next(self, epoch: int, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `step_in_epoch` of `epoch` (the loader continues where it is; a new one starts there)."""
+        if self._batches is None:
+            self._batches = iter(train_loader(self.split, self.cfg, self.device, epoch=epoch, start_step=step_in_epoch,
+                                              end_epoch=self.until_epoch, **self.stream_args))
+        with self.wait_timer():
+            images, targets = next(self._batches)
+        self.skipped = count_skipped(targets, self.skipped, self.cfg.max_bad_samples)
+        return images, targets
+
+    def end_epoch(self) -> None:
+        """Without persistent workers, this epoch's workers stop before validation starts its own."""
+        if self.until_epoch is None:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers now (dropping the iterator shuts them down), not at interpreter exit."""
+        self._batches = None
+
+
 def train_loader(split: Split, cfg: DataConfig, device: torch.device,
                  **stream_args) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """Training batches (uint8 NCHW channels-last, int64 labels); on `device` with data.decode=gpu."""

@@ -7,7 +7,7 @@ gzip/bzip2/xz-compressed streams), checks every header (where tarfile ends the a
 damaged or cut-off header after the first, this raises), and groups members as webdataset's
 `tarfile_to_samples` does: regular files only, `__*__` meta entries skipped, key = the name up to the
 first dot of its last component, lower-cased extension, a repeated extension an error.
-tests/test_input_pipeline_tar.py checks both give the same keys, bytes and order.
+tests/unit/test_input_pipeline_tar.py checks both give the same keys, bytes and order.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
 from trainer.data import jpeg
-from trainer.data.jpeg import decode, jpeg_size  # noqa: F401 - part of this module's interface (tests, gpu_decode)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,7 +138,7 @@ class TrainPreset:
         self.size, self.margin = size, margin
 
     def plan(self, data: bytes, rng: random.Random) -> tuple[Plan, int, int]:
-        height, width = jpeg_size(data)
+        height, width = jpeg.jpeg_size(data)
         return train_plan(rng, height, width, self.size), height, width
 
     def render_into(self, data: bytes, rng: random.Random, out: torch.Tensor) -> torch.Tensor:
@@ -168,7 +167,7 @@ class EvalPreset:
         self.size, self.resize, self.margin = size, resize, margin
 
     def plan(self, data: bytes, rng: random.Random | None = None) -> tuple[Plan, int, int]:
-        height, width = jpeg_size(data)
+        height, width = jpeg.jpeg_size(data)
         return eval_plan(height, width, self.size, self.resize), height, width
 
     def render_into(self, data: bytes, rng: random.Random | None, out: torch.Tensor) -> torch.Tensor:

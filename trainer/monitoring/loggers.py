@@ -159,18 +159,20 @@ class MultiLogger:
 
 
 def build_logger(is_main: bool, cfg: WandbConfig, run_dir: Path, run_id: str | None, config: dict[str, Any], *,
-                 start_step: int = 0, end_step: int = 0, class_names: tuple[str, ...] = ()) -> Logger:
+                 start_step: int = 0, end_step: int = 0, class_names: tuple[str, ...] = (),
+                 facts: dict[str, Any] | None = None) -> Logger:
     """Progress + JSONL + W&B on the main rank (W&B per `cfg.mode`), a NullLogger elsewhere.
 
     `end_step` is where the run will stop (for the ETA); `config` is the resolved config as plain data.
-    `run_id` is the W&B run id, which only the main rank knows (None elsewhere).
+    `run_id` is the W&B run id, which only the main rank knows (None elsewhere). `facts` join the
+    environment the run records (e.g. whether the C region decoder is in use).
     """
     if not is_main:
         return NullLogger()
     assert run_id is not None, "the main rank resolves the W&B run id before building its logger"
     from trainer.monitoring.progress import ProgressLogger
 
-    env = environment()
+    env = {**environment(), **(facts or {})}
     log.info("environment: %s", "  ".join(f"{k}={v}" for k, v in env.items()))
     backends: list[Backend] = [ProgressLogger(end_step, start_step), JsonlLogger(run_dir / "metrics.jsonl")]
     if cfg.mode != "disabled":

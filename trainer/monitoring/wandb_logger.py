@@ -114,7 +114,7 @@ class WandbLogger:
         `step-<step>` (and `best`). W&B copies the file into its staging area before this returns."""
         if not self.cfg.log_checkpoints or self.broken:
             return
-        if not path.is_file():  # rotated away already (checkpoint.keep_last=1 and frequent saves)
+        if not path.is_file():  # removed meanwhile (e.g. by hand, or by a second writer despite the lock)
             log.warning("W&B artifact skipped: checkpoint %s no longer exists", path)
             return
         aliases = ["latest", f"step-{step}"] + (["best"] if best else [])

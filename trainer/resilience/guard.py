@@ -1,7 +1,8 @@
 """What every rank checks after each step, agreed on by all ranks in one small collective.
 
-A stop signal (SIGTERM/SIGUSR1), a non-finite loss, and a time-based checkpoint being due are
-decided together, so every rank takes the same decision at the same step. The collective runs on
+A stop signal (SIGTERM/SIGUSR1/Ctrl-C), a non-finite loss, and whether to save (the checkpointer's
+rule, its every_minutes clock included) are decided together, so every rank takes the same decision
+at the same step. The collective runs on
 CPU tensors (gloo), and on CUDA the loss is read without stalling the GPU queue.
 """
 
@@ -9,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from trainer import dist
 
 log = logging.getLogger(__name__)
+
 
 class StopFlag:
     """Set by SIGTERM/SIGUSR1 (preemption, a time limit) or Ctrl-C; acted on at the next step boundary.
@@ -95,40 +96,43 @@ class LossWatch:
         return fresh, self.streak
 
 
+class SaveRule(Protocol):
+    """When to save (resilience/checkpointer.py's Checkpointer)."""
+
+    def due(self, step: int, *, epoch_done: bool, clock_due: bool = False, stop: bool = False) -> bool: ...
+
+    def clock_due(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Verdict:
-    stop: bool  # some rank got SIGTERM/SIGUSR1: save and exit
+    stop: bool  # some rank got SIGTERM/SIGUSR1/Ctrl-C: save and exit
     nonfinite: int  # non-finite losses since the previous verdict (on the rank with most)
     streak: int  # non-finite losses in a row, up to this step (on the rank with most)
-    save_due: bool  # checkpoint.every_minutes has passed on some rank since the last save
+    save: bool  # save now (a stop, checkpoint.every_steps, or every_minutes on some rank's clock)
 
 
 class StepGuard:
     """`check()` after every step: one all-reduce of four integers over gloo (a CPU sync point between
     ranks, which DDP keeps in lock-step anyway; it never waits on the GPU queue)."""
 
-    def __init__(self, info: dist.DistInfo, every_minutes: float) -> None:
-        self.info, self.every_s = info, every_minutes * 60
-        self.stop = StopFlag()
+    def __init__(self, info: dist.DistInfo, stop: StopFlag, rule: SaveRule) -> None:
+        self.info, self.stop, self.rule = info, stop, rule
         self.watch = LossWatch(info.device)
-        self.last_save = time.monotonic()
 
-    def check(self, loss: torch.Tensor, will_save: bool) -> Verdict:
-        """The verdict all ranks agree on for the step that produced `loss`; `will_save`: a save follows."""
+    def check(self, loss: torch.Tensor, step: int, epoch_done: bool) -> Verdict:
+        """The verdict all ranks agree on for `step`, the step that produced `loss`."""
         self.watch.add(loss)
-        due = self.every_s > 0 and time.monotonic() - self.last_save >= self.every_s
-        exact = will_save or not self.watch.cuda
+        exact = epoch_done or self.rule.due(step, epoch_done=epoch_done) or not self.watch.cuda  # a save follows
         bad, streak = self.watch.exact() if exact else self.watch.new()
-        stop, bad, streak, any_due = dist.agree_max([int(self.stop.requested), bad, streak, int(due)], self.info)
+        stop, bad, streak, any_due = dist.agree_max(
+            [int(self.stop.requested), bad, streak, int(self.rule.clock_due())], self.info)
         if (stop or any_due) and not exact:  # a checkpoint follows: never write one after an unseen NaN
             more, streak = dist.agree_max(list(self.watch.exact()), self.info)
             bad += more
-        return Verdict(stop=stop > 0, nonfinite=bad, streak=streak, save_due=any_due > 0)
+        save = self.rule.due(step, epoch_done=epoch_done, clock_due=any_due > 0, stop=stop > 0)
+        return Verdict(stop=stop > 0, nonfinite=bad, streak=streak, save=save)
 
     def stop_requested(self) -> bool:
         """Whether any rank got a stop signal (a collective: call it on every rank at the same point)."""
         return dist.agree_max([int(self.stop.requested)], self.info)[0] > 0
-
-    def saved(self) -> None:
-        """Restart the checkpoint.every_minutes clock (every rank saves, or waits for the save, together)."""
-        self.last_save = time.monotonic()
