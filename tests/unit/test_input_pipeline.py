@@ -19,6 +19,7 @@ from scipy import stats
 
 from trainer.config import ConfigError, DataConfig
 from trainer.data import gpu_decode
+from trainer.data.jpeg import decode, jpeg_size
 from trainer.data.loader import check_decode, eval_loader, train_loader
 from trainer.data.manifest import load_manifest
 from trainer.data.transforms import (
@@ -29,8 +30,6 @@ from trainer.data.transforms import (
     TrainPreset,
     crop_params,
     dct_reduction,
-    decode,
-    jpeg_size,
     render,
     train_plan,
 )
