@@ -113,8 +113,8 @@ class Check:
         launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"] if torchrun else []
         return [*launcher, "-m", "trainer", "--config",
                 str(ROOT / "configs" / "smoke_cpu.yaml"), f"data.root={self.shards}", f"run.dir={run}",
-                f"device={a.device}", "data.workers=2", "data.shuffle_buffer=64", "train.log_every=1",
-                "wandb.mode=disabled", "train.epochs=1", *model, *overrides]
+                f"device={a.device}", f"data.workers={2 if a.quick else 8}", "data.shuffle_buffer=64",
+                "train.log_every=1", "wandb.mode=disabled", "train.epochs=1", *model, *overrides]
 
     # ---- the steps ---------------------------------------------------------------------------------------
 
@@ -161,8 +161,9 @@ class Check:
 
     def _fp16(self, timeout: float) -> dict:
         run = self.work / "fp16"
-        self.py(self.trainer(run, "amp=fp16", "train.epochs=40" if not self.args.quick else "train.epochs=7",
-                             "train.batch_size=32"), timeout)  # ~6 steps per epoch at 200 x 10 images / 32 / ...
+        # 2,000 training images / 32 = 62 steps in one epoch (--quick: 48 / 8 = 6 per epoch, 7 epochs)
+        self.py(self.trainer(run, "amp=fp16", "train.batch_size=32" if not self.args.quick else "train.epochs=7"),
+                timeout)
         figures = _metrics(run)
         if figures["steps"] < 40:
             raise RuntimeError(f"only {figures['steps']} fp16 steps ran")
