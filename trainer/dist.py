@@ -42,6 +42,13 @@ class DistInfo:
         return self.rank == 0
 
 
+def use_fixed_shape_kernels() -> None:
+    """cuDNN autotuning: each convolution shape is timed once, then its fastest algorithm is reused. Every
+    shape here is fixed (training batches are full; evaluation pads its last batch, step.evaluate), so
+    nothing retunes after the first steps. Set for every CUDA process in setup()."""
+    torch.backends.cudnn.benchmark = True
+
+
 def setup(device: str, timeout_minutes: float) -> DistInfo:
     """Join the process group that torchrun describes in the environment, or run alone."""
     global _cpu_group
@@ -54,6 +61,7 @@ def setup(device: str, timeout_minutes: float) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
+        use_fixed_shape_kernels()
     else:
         dev = torch.device("cpu")
     if world_size > 1:

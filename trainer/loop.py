@@ -103,7 +103,7 @@ def _step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> Verdict:
     pos, cfg = run.pos, run.cfg
     first = pos.step == run.start_step
     if first:  # once per start: what the augmentation feeds the model
-        run.logger.log_samples(images, targets, pos.step)
+        run.logger.log_samples(run.normalize.pixels(images), targets, pos.step)
         run.account.start_training()
     with run.account.measure("compile" if first and cfg.model.compile else "step"):
         total_steps = run.steps_per_epoch * cfg.train.epochs

@@ -15,8 +15,11 @@ from trainer.model import param_groups
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD; fused (one kernel for all parameters) when they are on CUDA: GradScaler then hands it the scale
+    and the inf check as tensors, so an fp16 step needs no `.item()` host sync."""
     groups = param_groups(model, cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused or None)
 
 
 def lr_at(step: int, steps_per_epoch: int, total_steps: int, base_lr: float, cfg: ScheduleConfig) -> float:

@@ -115,7 +115,8 @@ def start(cfg: Config, info: dist.DistInfo, account: TimeAccount, stop: StopFlag
     checkpointer = Checkpointer(cfg.checkpoint, writer, functools.partial(account.measure, "checkpoint"))
     local_batch = cfg.train.batch_size // info.world_size
     batches = TrainBatches(manifest.train, cfg.data, info.device, end_epoch=cfg.train.epochs,
-                           wait_timer=functools.partial(account.measure, "data_wait"), seed=cfg.seed,
+                           wait_timer=functools.partial(account.measure, "data_wait"),
+                           channels_last=cfg.model.channels_last, seed=cfg.seed,
                            steps=steps_per_epoch, local_batch=local_batch, rank=info.rank,
                            world_size=info.world_size, num_classes=num_classes)
     return Run(

@@ -58,18 +58,36 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     prepare: Callable[[torch.Tensor], torch.Tensor],
     autocast: Callable[[], AbstractContextManager],
+    pad_to: int = 0,
 ) -> torch.Tensor:
-    """Sums over this rank's share of the data: [loss_sum, top1_hits, top5_hits, count]."""
+    """Sums over this rank's share of the data: [loss_sum, top1_hits, top5_hits, count].
+
+    A batch smaller than `pad_to` (the last of each loader worker) is padded to it with IGNORE rows,
+    which no sum counts: every batch has one shape, so neither cuDNN's autotuner nor a compiled model
+    sees a new one."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     totals = torch.zeros(4, device=device)
     for images, targets in batches:
-        targets = targets.to(device, non_blocking=True)
+        images, targets = _pad(prepare(images), targets.to(device, non_blocking=True), pad_to)
         with autocast():
-            logits = model(prepare(images))
+            logits = model(images)
         loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum", ignore_index=IGNORE)
         counted = (targets != IGNORE).sum().float().view(1)
         totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), counted])
     model.train(was_training)
     return totals
+
+
+def _pad(images: torch.Tensor, targets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`images` and `targets` with zero images labelled IGNORE appended up to `n` rows, in the same memory format."""
+    have = images.shape[0]
+    if have >= n:
+        return images, targets
+    fmt = torch.channels_last if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last) \
+        and not images.is_contiguous() else torch.contiguous_format
+    padded = torch.empty((n, *images.shape[1:]), dtype=images.dtype, device=images.device, memory_format=fmt)
+    padded[have:] = 0
+    padded[:have] = images
+    return padded, torch.cat([targets, targets.new_full((n - have,), IGNORE)])

@@ -23,11 +23,14 @@ def validate(model: torch.nn.Module, split: Split, cfg: DataConfig, info: dist.D
              normalize: Normalize, autocast: Callable[[], AbstractContextManager],
              local_batch: int, num_classes: int) -> dict[str, float]:
     """Loss, top-1 and top-5 over the whole split (this rank evaluates its share); on every rank.
-    Samples that cannot be decoded are logged and left out of every figure, val/count included."""
-    loader = eval_loader(split, cfg, info.device, local_batch=local_batch,
-                              rank=info.rank, world_size=info.world_size, num_classes=num_classes)
+    Samples that cannot be decoded are logged and left out of every figure, val/count included.
+    Runs the uncompiled module, each batch padded to `local_batch` (step.evaluate): no recompiles, no retuning."""
+    loader = eval_loader(split, cfg, info.device, normalize.memory_format == torch.channels_last,
+                         local_batch=local_batch, rank=info.rank, world_size=info.world_size, num_classes=num_classes)
     module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
-    totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast), info)
+    # eager, never the compiled module: eval mode and no_grad would each make torch.compile recompile
+    module = getattr(module, "_orig_mod", module)
+    totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast, pad_to=local_batch), info)
     loss_sum, top1, top5, count = totals.tolist()
     if count == 0:
         raise DataError("the validation split has no samples: nothing to evaluate")

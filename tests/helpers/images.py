@@ -31,3 +31,19 @@ def pil_rgb(jpeg: bytes) -> Image.Image:
 
 def hwc(chw: torch.Tensor) -> np.ndarray:
     return chw.permute(1, 2, 0).numpy().astype(np.int32)
+
+
+def levels(normalised: torch.Tensor) -> torch.Tensor:
+    """A normalised float batch (Normalize's, or data.decode=gpu's) back in 0-255 pixel levels, unrounded."""
+    from trainer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return normalised.float() * std + mean
+
+
+def cpu_decoder(size: int):
+    """data.decode=gpu's decoder run on the CPU, with torchvision's CPU decode standing in for nvJPEG."""
+    from trainer.data import gpu_decode
+
+    return gpu_decode.GpuDecoder(size, torch.device("cpu"), decode=gpu_decode.torchvision_decode)

@@ -35,7 +35,7 @@ from trainer.data.transforms import (
 )
 
 from helpers.common import run_module
-from helpers.images import hwc, photo, pil_rgb
+from helpers.images import cpu_decoder, hwc, levels, photo, pil_rgb
 
 
 @pytest.mark.parametrize("height,width", [(375, 500), (256, 341), (100, 400)])
@@ -165,6 +165,9 @@ def test_normalize_on_device_equals_totensor_normalize(channels_last):
     assert ours.dtype == torch.float32
     assert ours.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    # The sample grid's view of a normalised batch (data.decode=gpu yields those): the same pixels back.
+    norm = Normalize(torch.device("cpu"), channels_last)
+    assert torch.equal(norm.pixels(ours), batch) and norm.pixels(batch) is batch
 
 
 def test_gpu_batch_packing_renders_the_same_plans():
@@ -172,12 +175,12 @@ def test_gpu_batch_packing_renders_the_same_plans():
     jpegs = [photo(300 + 20 * i, 400 - 15 * i, seed=i) for i in range(4)]
     preset = TrainPreset(224)
     plans = [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)]
-    batch = gpu_decode.pack([(j, *p) for j, p in zip(jpegs, plans)], [3, 1, 4, 1])
-    images, labels = gpu_decode.decode_batch(batch, 224, torch.device("cpu"))
-    assert images.shape == (4, 3, 224, 224) and images.dtype == torch.uint8 and labels.tolist() == [3, 1, 4, 1]
+    batch = gpu_decode.pack([(j, *p) for j, p in zip(jpegs, plans)], [3, 1, 4, 1], list("abcd"), ["s"] * 4, 2.0)
+    images, labels = cpu_decoder(224)(batch)
+    assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32 and labels.tolist() == [3, 1, 4, 1]
     for i, j in enumerate(jpegs):
-        cpu = preset(j, random.Random(i)).int()
-        assert (images[i].int() - cpu).abs().float().mean() < 1.0  # two libjpeg builds: +-1 level apart
+        cpu = preset(j, random.Random(i)).float()
+        assert (levels(images)[i] - cpu).abs().mean() < 1.0  # two libjpeg builds: +-1 level apart
 
 
 def test_gpu_decode_without_cuda_stops_with_a_clear_error(shards, tmp_path):

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from trainer.config import DataConfig
-from trainer.data import gpu_decode
 from trainer.data.loader import _batch, _read, eval_loader, train_loader
 from trainer.data.manifest import load_manifest
 from trainer.data.transforms import TrainPreset
 
 from helpers.common import CLASSES
+from helpers.images import cpu_decoder, levels
 
 
 def hue_class(image: torch.Tensor) -> int:
@@ -62,6 +62,7 @@ def test_the_gpu_plan_path_keeps_images_and_labels_together(shards: Path):
     for start in range(0, len(samples), 8):
         items = samples[start:start + 8]
         packed = _batch(preset, items, [random.Random(i) for i in range(len(items))], "gpu")
-        images, labels = gpu_decode.decode_batch(packed, 32, torch.device("cpu"))
+        images, labels = cpu_decoder(32)(packed)
+        images = levels(images)
         assert labels.tolist() == [s.label for s in items]
         assert [hue_class(x) for x in images] == labels.tolist()

@@ -33,3 +33,39 @@ def test_new_world_size_at_an_epoch_boundary_continues_exactly(caplog):
         assert resume_position({"step": 6, "epoch": 0, "step_in_epoch": 6, "data": _plan(2, workers=4)},
                                _plan(1)) == Position(6, 0, 6)
     assert caplog.text == ""
+
+
+def _state(amp: str):
+    import torch
+
+    from trainer.resilience.state import TrainState
+
+    model = torch.nn.Linear(3, 2)
+    return TrainState(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                      torch.amp.GradScaler("cpu", enabled=amp == "fp16", init_scale=128.0), plan={}, config={})
+
+
+def test_a_bf16_checkpoint_resumes_under_fp16_with_fresh_loss_scaling(caplog):
+    saved = _state("bf16").to_checkpoint()
+    assert saved["scaler"] == {}  # what a disabled GradScaler saves, and an enabled one refused to load
+    resumed = _state("fp16")
+    with caplog.at_level(logging.INFO):
+        resumed.restore(saved, "ckpt.pt")
+    assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 128.0
+    assert "ckpt.pt has no loss-scaling state" in caplog.text
+
+
+def test_fp16_scaling_state_resumes_and_is_ignored_without_fp16(caplog):
+    import torch
+
+    run = _state("fp16")
+    run.scaler.scale(torch.ones(()))  # scaling starts lazily, with the first scaled loss
+    run.scaler.update(new_scale=512.0)
+    saved = run.to_checkpoint()
+    again = _state("fp16")
+    again.restore(saved, "ckpt.pt")
+    assert again.scaler.get_scale() == 512.0
+    off = _state("bf16")
+    with caplog.at_level(logging.INFO):
+        off.restore(saved, "ckpt.pt")
+    assert not off.scaler.is_enabled() and "holds fp16 loss-scaling state (scale 512)" in caplog.text

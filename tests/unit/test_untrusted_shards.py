@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from trainer.config import DataConfig
-from trainer.data import gpu_decode
 from trainer.data.loader import _batch, _read, count_skipped, train_loader
 from trainer.data.manifest import load_manifest
 from trainer.data.transforms import TrainPreset
@@ -26,6 +25,7 @@ from trainer.step import IGNORE
 
 from helpers.common import SHARD_SIZE
 from helpers.datasets import copy_dataset
+from helpers.images import cpu_decoder
 
 STEPS = 3  # 24 of the fixture's 48 training images, one process, no workers
 
@@ -113,13 +113,14 @@ def test_the_gpu_decode_path_skips_alike(one_bad_per_shard):
     split = load_manifest(str(root)).train
     items = list(itertools.islice(_read(split, [0], 4), 4))
     items[0] = items[0]._replace(data=b"not a jpeg")  # a cut-off JPEG still has its header; this has none
-    data_, offsets, rows, labels = _batch(TrainPreset(32), items, [random.Random(i) for i in range(4)], "gpu")
-    assert labels.tolist() == [IGNORE] + [s.label for s in items[1:]]
-    first = bytes(data_[offsets[0]:offsets[1]].numpy())
+    batch = _batch(TrainPreset(32), items, [random.Random(i) for i in range(4)], "gpu")
+    assert batch.labels.tolist() == [IGNORE] + [s.label for s in items[1:]]
+    assert batch.keys == [s.key for s in items] and batch.shards == [s.shard for s in items]
+    first = bytes(batch.data[batch.offsets[0]:batch.offsets[1]].numpy())
     assert first == items[1].data  # the stand-in is another sample's JPEG, so nvJPEG never sees the bad bytes
 
 
-def test_a_cut_off_jpeg_on_the_gpu_path_is_skipped_where_it_is_decoded(one_bad_per_shard):
+def test_a_cut_off_jpeg_on_the_gpu_path_is_skipped_where_it_is_decoded(one_bad_per_shard, caplog):
     """Its header parses in the worker, so the decoder finds it: label IGNORE, another image in its slot
     (decode_batch runs on the CPU here as it would on the GPU)."""
     root, bad = one_bad_per_shard
@@ -127,7 +128,9 @@ def test_a_cut_off_jpeg_on_the_gpu_path_is_skipped_where_it_is_decoded(one_bad_p
     items = list(itertools.islice(_read(split, [0], 4), 4))
     assert (items[0].shard, items[0].key) in bad  # the shard's first JPEG is cut in half
     batch = _batch(TrainPreset(32), items, [random.Random(i) for i in range(4)], "gpu")
-    assert batch[3].tolist() == [s.label for s in items]  # the worker saw nothing wrong
-    images, labels = gpu_decode.decode_batch(batch, 32, torch.device("cpu"))
+    assert batch.labels.tolist() == [s.label for s in items]  # the worker saw nothing wrong
+    with caplog.at_level(logging.WARNING):
+        images, labels = cpu_decoder(32)(batch)
+    assert f"skipping sample {items[0].key} of shard {items[0].shard}: it cannot be decoded on cpu" in caplog.text
     assert labels.tolist() == [IGNORE] + [s.label for s in items[1:]]
     assert images.shape == (4, 3, 32, 32) and torch.equal(images[0], images[1])

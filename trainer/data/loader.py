@@ -128,7 +128,7 @@ class TrainStream(IterableDataset):
                 if i % stride == slot % stride:
                     yield sample, cycle
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple]:
         w, n_workers = _worker()
         handed_out = 0  # batches of earlier epochs: the DataLoader's round robin over workers goes on
         for epoch in range(self.epoch, self.end_epoch):
@@ -137,7 +137,7 @@ class TrainStream(IterableDataset):
             yield from self._epoch(epoch, start, (w - handed_out) % n_workers, n_workers)
             handed_out += self.steps - start
 
-    def _epoch(self, epoch: int, start: int, first: int, n_workers: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _epoch(self, epoch: int, start: int, first: int, n_workers: int) -> Iterator[tuple]:
         logical = (first + start) % n_workers  # batch s of an epoch always comes from reader slot s % n
         slot, n_slots = self.rank * n_workers + logical, self.world_size * n_workers
         skip = len(range(logical, start, n_workers))
@@ -161,7 +161,7 @@ class EvalStream(IterableDataset):
         self.preset, self.decode = EvalPreset(cfg.image_size, cfg.eval_resize, cfg.reduced_decode_margin), cfg.decode
         self.num_classes = num_classes
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple]:
         w, n_workers = _worker()
         slot, n_slots = self.rank * n_workers + w, self.world_size * n_workers
         shards, stride = _assign(len(self.split.urls), slot, n_slots, list(range(len(self.split.urls))))
@@ -172,7 +172,7 @@ class EvalStream(IterableDataset):
 
 
 def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: Sequence[random.Random | None],
-           decode: str) -> tuple[torch.Tensor, ...]:
+           decode: str) -> tuple[torch.Tensor, torch.Tensor] | gpu_decode.JpegBatch:
     """A uint8 image batch (decoded here), or for data.decode=gpu the JPEG bytes and plans to decode there.
 
     A sample that cannot be decoded is logged (shard and key) and left out of the loss and the accuracy:
@@ -195,7 +195,8 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: Sequence
         good = [(s.data, *p) for s, p in zip(items, plans) if p is not None]
         if not good:
             raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
-        return gpu_decode.pack(((s.data, *p) if p else good[0] for s, p in zip(items, plans)), labels)
+        return gpu_decode.pack(((s.data, *p) if p else good[0] for s, p in zip(items, plans)), labels,
+                               [s.key for s in items], [s.shard for s in items], preset.margin)
     images = empty_batch(len(items), preset.size)  # each image is decoded and resized into its slot
     done = [attempt(i, preset.render_into, s.data, rng, images[i]) for i, (s, rng) in enumerate(zip(items, rngs))]
     decoded = [i for i, d in enumerate(done) if d is not None]
@@ -237,9 +238,10 @@ def check_decode(cfg: DataConfig, device: torch.device) -> None:
         gpu_decode.check_device(device)
 
 
-def _loader(stream: IterableDataset, cfg: DataConfig,
-            device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    decoder = gpu_decode.GpuDecoder(cfg.image_size, device) if cfg.decode == "gpu" else None  # checks CUDA
+def _loader(stream: IterableDataset, cfg: DataConfig, device: torch.device,
+            channels_last: bool = True) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    # checks CUDA
+    decoder = gpu_decode.GpuDecoder(cfg.image_size, device, channels_last) if cfg.decode == "gpu" else None
     workers = cfg.workers
     loader = DataLoader(
         stream,
@@ -258,8 +260,10 @@ class TrainBatches:
     against data.max_bad_samples, and the wait for each batch is timed by `wait_timer` (data wait)."""
 
     def __init__(self, split: Split, cfg: DataConfig, device: torch.device, *, end_epoch: int,
-                 wait_timer: Callable[[], contextlib.AbstractContextManager[Any]], **stream_args: Any) -> None:
+                 wait_timer: Callable[[], contextlib.AbstractContextManager[Any]], channels_last: bool = True,
+                 **stream_args: Any) -> None:
         self.split, self.cfg, self.device, self.wait_timer = split, cfg, device, wait_timer
+        self.channels_last = channels_last  # data.decode=gpu: the layout of the normalised batch
         self.until_epoch = end_epoch if cfg.persistent_workers else None  # the workers' last epoch (exclusive)
         self.stream_args, self.skipped = stream_args, 0
         self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -267,8 +271,9 @@ class TrainBatches:
     def next(self, epoch: int, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch `step_in_epoch` of `epoch` (the loader continues where it is; a new one starts there)."""
         if self._batches is None:
-            self._batches = iter(train_loader(self.split, self.cfg, self.device, epoch=epoch, start_step=step_in_epoch,
-                                              end_epoch=self.until_epoch, **self.stream_args))
+            self._batches = iter(train_loader(self.split, self.cfg, self.device, self.channels_last, epoch=epoch,
+                                              start_step=step_in_epoch, end_epoch=self.until_epoch,
+                                              **self.stream_args))
         with self.wait_timer():
             images, targets = next(self._batches)
         self.skipped = count_skipped(targets, self.skipped, self.cfg.max_bad_samples)
@@ -284,12 +289,16 @@ class TrainBatches:
         self._batches = None
 
 
-def train_loader(split: Split, cfg: DataConfig, device: torch.device,
+def train_loader(split: Split, cfg: DataConfig, device: torch.device, channels_last: bool = True,
                  **stream_args) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches (uint8 NCHW channels-last, int64 labels); on `device` with data.decode=gpu."""
-    return _loader(TrainStream(split, cfg, **stream_args), cfg, device)
+    """Training batches: (images, int64 labels on the host). data.decode=cpu: uint8 NCHW images, stored
+    channels-last, on the host (transforms.Normalize moves and normalises them). data.decode=gpu: float32
+    images already normalised, on `device`, channels-last if `channels_last` (pass model.channels_last),
+    which Normalize passes through unchanged."""
+    return _loader(TrainStream(split, cfg, **stream_args), cfg, device, channels_last)
 
 
-def eval_loader(split: Split, cfg: DataConfig, device: torch.device,
+def eval_loader(split: Split, cfg: DataConfig, device: torch.device, channels_last: bool = True,
                 **stream_args) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    return _loader(EvalStream(split, cfg, **stream_args), cfg, device)
+    """Validation batches, as train_loader's."""
+    return _loader(EvalStream(split, cfg, **stream_args), cfg, device, channels_last)

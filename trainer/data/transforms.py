@@ -219,7 +219,10 @@ def shared_empty(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class Normalize:
-    """uint8 NCHW batch -> normalised float on the device, in the model's memory format."""
+    """uint8 NCHW batch -> normalised float on the device, in the model's memory format.
+
+    A float batch is already normalised (data.decode=gpu renders straight to it, gpu_render.py): it is
+    only moved to the device and memory format, which is nothing when it is there already."""
 
     def __init__(self, device: torch.device, channels_last: bool) -> None:
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
@@ -228,6 +231,16 @@ class Normalize:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_floating_point():
+            return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         x = images.to(self.device, non_blocking=True).float()
         x = x.sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=self.memory_format)
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """The uint8 pixels of a batch as the loader gives it (a normalised float batch mapped back), for
+        pictures of what the model sees; the batch stays on its device."""
+        if not images.is_floating_point():
+            return images
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images * std + mean).round_().clamp_(0, 255).to(torch.uint8)

@@ -114,11 +114,23 @@ class TrainState:
         """Load a checkpoint written by `to_checkpoint`; the position follows `resume_position`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self._restore_scaler(state.get("scaler") or {}, source)
         self.pos = resume_position(state, self.plan, source)
         self.run_id, self.best_top1 = state.get("wandb_run_id"), state.get("best_val_top1")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", source, self.pos.step, self.pos.epoch,
                  self.pos.step_in_epoch)
+
+    def _restore_scaler(self, saved: dict[str, Any], source: str) -> None:
+        """GradScaler's state, where both sides have one: a bf16 or fp32 run saves {} (its scaler is off),
+        which an enabled scaler refuses, so a run resumed with amp=fp16 starts loss scaling afresh."""
+        if saved and self.scaler.is_enabled():
+            self.scaler.load_state_dict(saved)
+        elif self.scaler.is_enabled():
+            log.info("%s has no loss-scaling state (written without amp=fp16): GradScaler starts at scale %g",
+                     source, self.scaler.get_scale())
+        elif saved:
+            log.info("%s holds fp16 loss-scaling state (scale %g); this run does not scale losses (amp is not "
+                     "fp16), so it is not used", source, saved.get("scale", float("nan")))
 
 
 def stored_config(state: dict[str, Any], source: str, overrides: Sequence[str] = ()) -> config.Config:
