@@ -1,6 +1,7 @@
 """Goodput: where a short multi-epoch CPU training run spends its wall clock, before and after, side by side.
 
     python -m bench.goodput [--epochs 4] [--compile]
+    python -m bench.goodput --boundary [--epochs 4]   # the epoch boundary of an AlexNet-sized proxy
 
 A proxy whose steps are fast (a torchvision ResNet-18 at 32 px on synthetic shards, validation at
 ImageNet's 1:25 ratio to train) runs twice in one invocation, as real `python -m trainer` processes:
@@ -10,6 +11,10 @@ DataLoader workers started anew every epoch) and "after" with the defaults. Both
 starts a model.compile=true run twice: "before" as a job requeued onto a node with an empty compile
 cache (each start gets a fresh TORCHINDUCTOR_CACHE_DIR), "after" with the cache kept under run.dir.
 The last line is JSON: goodput_before, goodput_after, the per-bucket seconds and the goals' ratios.
+
+--boundary runs one AlexNet-sized proxy instead (torchvision's AlexNet at 64 px: 57 M parameters, ~456 MB
+checkpoints with momentum; 2 workers, one process) and reports each epoch boundary, from an epoch's last
+training step to the next epoch's first with validation included, in median steps (goal: <= 4).
 """
 
 from __future__ import annotations
@@ -69,6 +74,24 @@ def train(shards: Path, run_dir: Path, *overrides: str, env: dict[str, str] | No
     return out
 
 
+ALEXNET_PROXY = ["model.name=torchvision:alexnet", "data.image_size=64", "data.eval_resize=73", "train.batch_size=32",
+                 "data.workers=2", "data.shuffle_buffer=500", "train.log_every=1", "wandb.mode=disabled",
+                 "device=cpu", "schedule.name=constant", "optim.lr=0.001"]
+
+
+def boundary(shards: Path, run_dir: Path, epochs: int) -> dict[str, float]:
+    """Each epoch boundary (gap + validation) of the AlexNet proxy, in seconds and in median steps."""
+    run(["trainer", "--config", str(ROOT / "configs" / "smoke_cpu.yaml"), f"data.root={shards}",
+         f"run.dir={run_dir}", *ALEXNET_PROXY, f"train.epochs={epochs}"])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    windows = [r for r in rows if "time/wall_s" in r]
+    step = statistics.median(r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r)
+    # The gap before epoch e+1's first step is logged with epoch e+1's window; validation with epoch e's.
+    gaps = [after["time/epoch_gap_s"] + before["time/validation_s"] for before, after in zip(windows, windows[1:])]
+    return {"median_step_s": step, "boundaries_s": gaps, "boundaries_in_steps": [g / step for g in gaps],
+            "median_boundary_in_steps": statistics.median(g / step for g in gaps)}
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
     names = list(results)
     lines = [f"{'seconds':<18}" + "".join(f"{n:>12}" for n in names)]
@@ -82,10 +105,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--compile", action="store_true", help="also measure compile time on a restart")
+    ap.add_argument("--boundary", action="store_true", help="the epoch boundary of the AlexNet proxy, in steps")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         shards = make_dataset(work / "data")
+        if args.boundary:
+            result = boundary(shards, work / "alexnet", args.epochs)
+            print(" ".join(f"{b:.2f}" for b in result["boundaries_in_steps"]), "median steps per boundary",
+                  f"(median step {result['median_step_s']:.3f} s)")
+            print(json.dumps(result))
+            return
         epochs = f"train.epochs={args.epochs}"
         results = {"before": train(shards, work / "before", epochs, *BEFORE),
                    "after": train(shards, work / "after", epochs)}

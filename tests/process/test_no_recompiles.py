@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-from trainer.loop import STEP_DELAY_ENV
+from trainer.start import STEP_DELAY_ENV
 
 from helpers.common import ROOT
 from helpers.resilience_procs import ENV, trainer_args
