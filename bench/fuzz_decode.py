@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--save", help="folder to write each input that crashed or differed to")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -171,6 +172,10 @@ def main() -> None:
     while time.time() - start < a.seconds:
         for r in run_children(fuzz_inputs(corpus, 400, a.seed + batch), a.workers, timeout=300):
             summary["inputs"] += 1
+            if a.save and ("crash" in r or r["diffs"]):
+                os.makedirs(a.save, exist_ok=True)
+                with open(os.path.join(a.save, f"{summary['inputs']:07d}.jpg"), "wb") as f:
+                    f.write(r["data"])
             if "crash" in r:
                 summary["crashes"].append({"signal_or_status": r["crash"], "bytes": len(r["data"])})
                 continue

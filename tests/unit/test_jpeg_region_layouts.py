@@ -132,3 +132,15 @@ def test_corrupt_data_is_refused_not_read_by_a_lenient_decoder():
 def test_the_trainer_and_data_prep_use_the_same_limits():
     assert jpeg.MAX_SCANS == jpeg_check.MAX_SCANS == _jpeg_region.DEFAULT_MAX_SCANS
     assert jpeg.MAX_PIXELS == jpeg_check.MAX_PIXELS == _jpeg_region.DEFAULT_MAX_PIXELS
+
+
+@pytest.mark.parametrize("sampling", ["422", "440", "444", "420"])
+def test_a_progressive_file_missing_its_last_scans_equals_the_whole_decode(writer, sampling):
+    """Found by bench/fuzz_decode.py: with AC coefficients left unknown libjpeg smooths each block from its
+    neighbours' DC values, across a crop's edge (up to 4 levels off before); such files are decoded whole."""
+    data = writer.encode(jpeg_layouts.pixels(130, 97, 3), dict(jpeg_layouts.SAMPLINGS)[sampling], progressive=True)
+    sos = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    cut = data[:sos[3]] + b"\xff\xd9"  # the DC scan and the first AC scans only
+    whole = decode(cut, 1, 0, 0, 130, 97)
+    for left in range(0, 97, 3):
+        assert np.array_equal(decode(cut, 1, 0, left, 130, 1), whole[:, left:left + 1]), left

@@ -93,6 +93,16 @@ static int skipping_is_proven(j_decompress_ptr cinfo) {
            c[2].v_samp_factor == 1;
 }
 
+/* A progressive file whose scans leave low AC coefficients unknown is smoothed from the DC values of blocks
+ * up to two away (libjpeg-turbo 2.1's 5x5 block smoothing), across any crop or skip: decoded as unproven. */
+static int smooths_blocks(j_decompress_ptr cinfo) {
+    if (!cinfo->progressive_mode || !cinfo->do_block_smoothing || cinfo->coef_bits == NULL) return 0;
+    for (int ci = 0; ci < cinfo->num_components; ci++)
+        for (int k = 1; k <= 9; k++)
+            if (cinfo->coef_bits[ci][k] != 0) return 1;
+    return 0;
+}
+
 static void copy_mirrored(unsigned char *restrict dst, const unsigned char *restrict src, JDIMENSION width) {
     src += (size_t)(width - 1) * 3;
     for (JDIMENSION x = 0; x < width; x++, dst += 3, src -= 3) {
@@ -147,13 +157,12 @@ static int decode(const unsigned char *data, size_t size, unsigned char *out, in
         strcpy(message, "no end-of-image marker after the scan: the file is truncated");
         goto failed;
     }
-    /* Skip and crop only a whole iMCU (16 pixels at most for the proven layouts, at scale) away from the box:
-     * the chroma upsampling then sees the neighbours a whole decode sees (with one column or row of margin,
-     * or less: up to 13 levels off at a box's first column or an image's last row). */
-    JDIMENSION imcu_rows = (JDIMENSION)(cinfo.max_v_samp_factor * cinfo.min_DCT_scaled_size);
+    /* Crop only a whole iMCU (16 pixels at most for the proven layouts, at scale) away from the box: the
+     * chroma upsampling then sees the neighbours a whole decode sees (with one column of margin: up to 13
+     * levels off on a narrow box, e.g. one column at the left edge). Rows are skipped right to the box. */
     JDIMENSION imcu_cols = (JDIMENSION)(cinfo.max_h_samp_factor * cinfo.min_DCT_scaled_size);
-    int proven = skipping_is_proven(&cinfo);
-    JDIMENSION first = proven && top >= 2 * imcu_rows ? (top / imcu_rows - 1) * imcu_rows : 0;
+    int proven = skipping_is_proven(&cinfo) && !smooths_blocks(&cinfo);
+    JDIMENSION first = proven ? top : 0;  /* unproven: rows from the first, read and dropped */
     JDIMENSION xoffset = proven && left >= imcu_cols ? left - imcu_cols : 0;
     JDIMENSION xend = proven && left + width + imcu_cols < cinfo.output_width ? left + width + imcu_cols
                                                                               : cinfo.output_width;
