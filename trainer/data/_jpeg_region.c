@@ -4,14 +4,19 @@
  * jpeg_crop_scanline): simplejpeg, Pillow, OpenCV and torchvision decode whole images; PyTurboJPEG needs a
  * system libturbojpeg >= 3 and has no region decode either. Rows below the region are never decoded, rows
  * above it only entropy-decoded, and columns outside it skip the IDCT, upsampling and colour conversion.
- * The pixels are those of a whole-image decode (tests/test_input_pipeline_region.py checks it).
+ * The pixels are those of a whole-image decode, bit for bit, for every layout (tests/unit/
+ * test_jpeg_region_layouts.py, tests/unit/test_jpeg_fuzz.py): rows and columns are skipped only on the layouts
+ * proven so (skipping_is_proven); others, and progressive files libjpeg block-smooths, are decoded from the
+ * first row over the full width, down to the box's last row.
  *
- * decode_region(data, out, scale_denom, top, left, flip) fills `out`, a writable C-contiguous (h, w, 3)
- * uint8 buffer, with the RGB pixels [top, top + h) x [left, left + w) of the image decoded at
- * 1/scale_denom size, mirrored left-right if `flip`. ValueError for anything it will not decode: not a
- * YCbCr, RGB or greyscale JPEG, a region outside the image, any libjpeg warning (corrupt data is refused,
- * never filled grey), a single-scan file with no end-of-image marker after its scan (truncated). The GIL
- * is released while decoding.
+ * decode_region(data, out, scale_denom, top, left, flip, *, max_pixels, max_scans) fills `out`, a writable
+ * C-contiguous (h, w, 3) uint8 buffer, with the RGB pixels [top, top + h) x [left, left + w) of the image
+ * decoded at 1/scale_denom size, mirrored left-right if `flip`. top and left must be in 0..65535 (never
+ * wrapped). Unsupported (a ValueError) for bytes another decoder may read: not a JPEG, not YCbCr, RGB or
+ * greyscale. ValueError for the rest: a region outside the image, any libjpeg warning (corrupt data is
+ * refused, never filled grey), a single-scan file with no end-of-image marker after its scan (truncated),
+ * more than max_pixels pixels, more than max_scans scans or 16 component passes over max_pixels (CPU-time
+ * bombs). The GIL is released while decoding.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
