@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from trainer.monitoring.meters import BUCKETS
 
@@ -79,7 +80,7 @@ ALEXNET_PROXY = ["model.name=torchvision:alexnet", "data.image_size=64", "data.e
                  "device=cpu", "schedule.name=constant", "optim.lr=0.001"]
 
 
-def boundary(shards: Path, run_dir: Path, epochs: int) -> dict[str, float]:
+def boundary(shards: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     """Each epoch boundary (gap + validation) of the AlexNet proxy, in seconds and in median steps."""
     run(["trainer", "--config", str(ROOT / "configs" / "smoke_cpu.yaml"), f"data.root={shards}",
          f"run.dir={run_dir}", *ALEXNET_PROXY, f"train.epochs={epochs}"])

@@ -1,6 +1,7 @@
 """Turn one image's raw bytes into the RGB JPEG bytes that go into a shard, or reject it.
 
-Valid RGB/YCbCr JPEGs are kept byte for byte (fully decoded once to prove they are intact).
+Valid RGB/YCbCr JPEGs are kept byte for byte (decoded once, whole and strictly, by the trainer's own decoder
+with its limits: jpeg_check.py). Files of more than MAX_SCANS scans are rejected before any decode.
 CMYK and grayscale JPEGs and other formats (a PNG named .JPEG) are converted to RGB JPEGs;
 16-bit and float pixels are scaled to 8 bits, not clipped (see pixels.py). `max_short_side`
 re-encodes only images larger than it. Same input, same output bytes.
@@ -16,6 +17,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from .jpeg_check import check_scans, strict_check
 from .pixels import NoRange, rgb8
 
 # PIL's own decompression-bomb threshold; ImageNet's largest image is far below it.
@@ -89,8 +91,14 @@ def _from_jpeg(data: bytes, opts: EncodeOptions) -> Encoded | None:
     size = _target(w, h, opts)
     repair = "grayscale->rgb" if colorspace == "Gray" else None
     if size is None and repair is None:
-        _decode_strict(data, min_factor=8)   # 1/8-scale decode still reads every coefficient
-        return Encoded(data)
+        try:  # kept byte for byte only if the trainer's decoder reads all of it with no warning
+            strict_check(data, h, w, opts.max_pixels)
+            return Encoded(data)
+        except ValueError as e:
+            if "extraneous bytes" not in str(e):
+                raise RejectImage(f"truncated or corrupt JPEG: {e}") from None
+        # a complete image with stray bytes before a marker, which the trainer would refuse: written anew
+        return Encoded(_encode(_decode_strict(data), opts), "jpeg extraneous bytes->jpeg")
     # DCT-domain downscaling to no less than the target size makes big images cheap to decode.
     kw = {"min_width": size[0], "min_height": size[1]} if size else {}
     rgb = _decode_strict(data, **kw)
@@ -129,6 +137,10 @@ def to_rgb_jpeg(data: bytes, opts: EncodeOptions) -> Encoded:
     if not data:
         raise RejectImage("empty file")
     if data.startswith(JPEG_MAGIC):
+        try:
+            check_scans(data)  # before any decode: a file of many scans would hold a worker for seconds
+        except ValueError as e:
+            raise RejectImage(str(e)) from None
         done = _from_jpeg(data, opts)
         if done is not None:
             return done

@@ -74,7 +74,11 @@ def devkit_labels(path: str) -> tuple[dict[str, str], dict[str, str]]:
     files = _devkit_files(path)
     ids, names = read_meta(files[META], f"{path}:{META}")
     labels, unknown = {}, []
-    for i, line in enumerate(files[TRUTH].decode().split(), 1):
+    try:
+        truth = files[TRUTH].decode("ascii")
+    except UnicodeDecodeError as e:
+        raise PrepError(f"{path}:{TRUTH}: not a text file of class IDs ({e})") from None
+    for i, line in enumerate(truth.split(), 1):
         try:
             wnid = ids[int(line)]
         except (ValueError, KeyError):
@@ -91,7 +95,7 @@ def kaggle_labels(path: str) -> dict[str, str]:
     """Val key -> WNID from LOC_val_solution.csv."""
     labels = {}
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             rows = csv.DictReader(f)
             if not {"ImageId", "PredictionString"} <= set(rows.fieldnames or ()):
                 raise PrepError(f"{path}: expected columns ImageId,PredictionString, "
@@ -105,17 +109,24 @@ def kaggle_labels(path: str) -> dict[str, str]:
                 labels[row["ImageId"]] = tokens[0]
     except OSError as e:
         raise PrepError(f"{path}: cannot read ({e})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise PrepError(f"{path}: not a UTF-8 CSV file ({e})") from None
     return labels
 
 
 def synset_names(path: str) -> dict[str, str]:
     """WNID -> first name, from LOC_synset_mapping.txt lines like 'n01440764 tench, Tinca tinca'."""
     names = {}
-    with open(path) as f:
-        for line in f:
-            wnid, _, words = line.strip().partition(" ")
-            if wnid:
-                names[wnid] = words.split(",")[0].strip() or wnid
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                wnid, _, words = line.strip().partition(" ")
+                if wnid:
+                    names[wnid] = words.split(",")[0].strip() or wnid
+    except OSError as e:
+        raise PrepError(f"{path}: cannot read the synset list ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise PrepError(f"{path}: not a UTF-8 synset list ({e})") from None
     return names
 
 

@@ -1,9 +1,10 @@
 """`verify`: check a shard folder against its `_info.json`.
 
-Per shard: present, byte count and sha256 as recorded, every sample a (jpg, cls) pair, the jpg
-a decodable 3-channel JPEG, the label in range, the count as recorded, and its DALI index (where the
-manifest lists one) what dali_index builds from the shard. Per split: unique keys and num_samples = sum of
-shard lengths. Returns a list of problems (empty = all good).
+Per shard: present, byte count and sha256 as recorded, every sample a (jpg, cls) pair, the jpg a 3-channel
+JPEG the trainer's decoder reads whole with no warning and within its limits (jpeg_check.py), the label in
+range, the count as recorded, and its DALI index (where the manifest lists one) what dali_index builds from
+the shard. Per split: unique keys and num_samples = sum of shard lengths. Returns a list of problems (empty =
+all good).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import simplejpeg
 
 from . import dali_index
+from .jpeg_check import strict_check
 from .manifest import INFO_FILE
 from .parallel import open_pool
 from .writer import sha256_file
@@ -35,8 +37,8 @@ def _check_sample(file: str, key: str, parts: dict[str, bytes], num_classes: int
         return [f"{where} has members {sorted(parts)}, expected cls and jpg"]
     problems = []
     try:
-        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(parts["jpg"])
-        simplejpeg.decode_jpeg(parts["jpg"], min_factor=8)    # reads all of the entropy-coded data
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(parts["jpg"])
+        strict_check(parts["jpg"], h, w)  # once, whole, as strictly as prep did, with the trainer's limits
         if colorspace not in ("YCbCr", "RGB"):
             problems.append(f"{where}: JPEG is {colorspace}, not RGB")
     except ValueError as e:
@@ -77,7 +79,8 @@ def check_shard(args: tuple[str, str, int, str, int, int, str]) -> ShardCheck:
         with tarfile.open(path) as tf:
             for m in tf:
                 key, _, ext = m.name.partition(".")
-                member = tf.extractfile(m)
+                # a link is never followed: a dangling one would end extractfile in a KeyError
+                member = tf.extractfile(m) if m.isreg() else None
                 if member is None:
                     raise tarfile.TarError(f"{m.name} is not a regular file")
                 samples.setdefault(key, {})[ext] = member.read()

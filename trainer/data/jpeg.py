@@ -2,8 +2,8 @@
 
 Region decoding (trainer/data/_jpeg_region.c, libjpeg-turbo's partial decode) gives the same pixels as a
 whole-image decode of the same rows and columns at ~0.85 of its cost (docs/benchmarks.md). Where that
-extension was not built (no C compiler or libjpeg headers at install), or the bytes are not a plain
-JPEG, the whole image is decoded and cut instead.
+extension was not built, or the bytes are not a JPEG libjpeg-turbo gives RGB for (CMYK, PNG), the whole
+image is decoded and cut instead. Corrupt data and files past the work limits are refused, never retried.
 """
 
 from __future__ import annotations
@@ -16,14 +16,22 @@ import torch
 from PIL import Image
 
 try:
+    from trainer.data._jpeg_region import Unsupported
     from trainer.data._jpeg_region import decode_region as _decode_region
 except ImportError:  # built without libjpeg-turbo's headers: whole-image decodes, same pixels
     _decode_region = None
+
+    class Unsupported(ValueError):  # type: ignore[no-redef]
+        """Never raised: the extension's name for bytes another decoder may read."""
 
 REGION_DECODE = _decode_region is not None
 # Refused before any pixel is allocated: a header may claim 65535 x 65535 (12 GB of RGB). PIL's and
 # data_prep's limit (--max-pixels).
 MAX_PIXELS = 89_478_485
+# A file may repeat scans: each costs a pass over the image (2,000 scans: 1.4 s). libjpeg writes 10,
+# mozjpeg ~20; the extension also stops at 16 component passes over MAX_PIXELS (data_prep: the same limits).
+MAX_SCANS = 100
+SOS = b"\xff\xda"
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -39,6 +47,8 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 def decode(data: bytes, height: int, width: int, reduction: int = 1) -> np.ndarray:
     """HWC uint8 RGB, about `reduction` times smaller per side (exact sizes: read the array's shape)."""
+    if data[:2] == b"\xff\xd8" and data.count(SOS) > MAX_SCANS:  # each SOS marker starts a scan
+        raise ValueError(f"more than {MAX_SCANS} scans (a CPU-time bomb): refused")
     try:
         # strict: a truncated JPEG raises instead of decoding with its missing rows filled grey; PIL
         # below still reads files with mere warnings (extraneous bytes), and refuses truncated ones too
@@ -58,12 +68,14 @@ def decode_box(data: bytes, out: torch.Tensor, height: int, width: int, reductio
                flip: bool) -> None:
     """Fill `out`, a contiguous (h, w, 3) uint8 tensor, with the pixels [top, top + h) x [left, left + w) of
     the (height, width) image decoded at 1/reduction scale (`decoded_size`), mirrored left-right if `flip`.
-    Raises on bytes that no decoder reads (the caller skips the sample)."""
+    Raises ValueError on corrupt data (in the rows it reads: damage below the crop goes unseen), on files
+    past MAX_PIXELS or MAX_SCANS, on bytes that no decoder reads (the caller skips the sample)."""
     if _decode_region is not None:
         try:
-            _decode_region(data, out.numpy(), reduction, top, left, flip)
+            _decode_region(data, out.numpy(), reduction, top, left, flip, max_pixels=MAX_PIXELS,
+                           max_scans=MAX_SCANS)
             return
-        except ValueError:  # CMYK, PNG, corrupt data: the whole-image decoders decide, as before
+        except Unsupported:  # CMYK, PNG: the whole-image decoders (PIL) read them
             pass
     pixels = torch.from_numpy(decode(data, height, width, reduction))
     rows, cols = decoded_size(height, width, reduction)
