@@ -98,9 +98,14 @@ def launcher_gone() -> bool:
     return _launcher is not None and os.getppid() != _launcher
 
 
+_reported = threading.Lock()  # held once the launcher's death is logged: the watcher and the loop may both see it
+
+
 def left_by_launcher(rank: int) -> int:
-    log.error("rank %d: the launcher (torchrun, pid %d) is gone; exiting now without saving, so that a "
-              "restarted job can take over run.dir (the newest checkpoint is intact)", rank, _launcher)
+    """Report the launcher's death (once per process, whoever sees it first) and give its exit status."""
+    if _reported.acquire(blocking=False):
+        log.error("rank %d: the launcher (torchrun, pid %d) is gone; exiting now without saving, so that a "
+                  "restarted job can take over run.dir (the newest checkpoint is intact)", rank, _launcher)
     return EXIT_LAUNCHER_GONE
 
 
