@@ -127,7 +127,7 @@ def measure(s: Setting, args: argparse.Namespace, device: torch.device, flops_tr
         images = images.to(device)
 
     def one_step() -> None:
-        step.train_step(run_model, normalize(images), targets, optimizer, scaler, criterion, autocast)
+        step.train_step(run_model, [(normalize(images), targets)], [0], optimizer, scaler, criterion, autocast)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -131,6 +131,10 @@ class TrainConfig:
     log_every: int = ranged(20, gt=0)  # steps between training-metric logs (each one is a device sync)
     grad_clip: float = ranged(0.0, ge=0)  # max global grad norm; 0 = off
     val_every_epochs: int = ranged(1, gt=0)  # validate after every this many epochs, and always after the last one
+    # micro-batches per optimizer step (gradient accumulation: the global batch of more GPUs on fewer). Each
+    # rank's batch is split into accum_steps micro-batches, each the batch a rank of a world accum_steps times
+    # larger would read, with DDP's all-reduce only after the last (docs/scaling.md)
+    accum_steps: int = ranged(1, ge=1)
 
 
 @dataclass(frozen=True)

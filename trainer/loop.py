@@ -109,10 +109,12 @@ def _step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> Verdict:
         total_steps = run.steps_per_epoch * cfg.train.epochs
         optim.set_lr(run.ts.optimizer, optim.lr_at(pos.step, run.steps_per_epoch, total_steps, cfg.optim.lr,
                                                    cfg.schedule))
-        torch.manual_seed(derive_seed(cfg.seed, "step", run.info.rank, pos.step))  # dropout masks
-        loss = step.train_step(run.train_model, run.normalize(images),
-                               targets.to(run.info.device, non_blocking=True), run.ts.optimizer, run.ts.scaler,
-                               run.criterion, run.autocast, cfg.train.grad_clip)
+        accum = cfg.train.accum_steps  # micro-batch j is virtual rank rank x accum + j's batch (loader.py)
+        micro = [(run.normalize(x), y.to(run.info.device, non_blocking=True))
+                 for x, y in zip(images.chunk(accum), targets.chunk(accum))]
+        seeds = [derive_seed(cfg.seed, "step", run.info.rank * accum + j, pos.step) for j in range(accum)]  # dropout
+        loss = step.train_step(run.train_model, micro, seeds, run.ts.optimizer, run.ts.scaler, run.criterion,
+                               run.autocast, cfg.train.grad_clip)
         run.meter.add(loss)
         if run.pace:
             time.sleep(run.pace)

@@ -116,7 +116,7 @@ def start(cfg: Config, info: dist.DistInfo, account: TimeAccount, stop: StopFlag
     local_batch = cfg.train.batch_size // info.world_size
     batches = TrainBatches(manifest.train, cfg.data, info.device, end_epoch=cfg.train.epochs,
                            wait_timer=functools.partial(account.measure, "data_wait"),
-                           channels_last=cfg.model.channels_last, seed=cfg.seed,
+                           channels_last=cfg.model.channels_last, seed=cfg.seed, accum_steps=cfg.train.accum_steps,
                            steps=steps_per_epoch, local_batch=local_batch, rank=info.rank,
                            world_size=info.world_size, num_classes=num_classes)
     return Run(
@@ -141,7 +141,8 @@ def _state(cfg: Config, info: dist.DistInfo, num_classes: int, train_samples: in
                     torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16"), config=to_dict(cfg),
                     plan=data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
                                    batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
-                                   train_samples=train_samples, steps_per_epoch=steps_per_epoch))
+                                   train_samples=train_samples, steps_per_epoch=steps_per_epoch,
+                                   accum_steps=cfg.train.accum_steps))
     found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
     chosen = dist.broadcast_object(str(found[0]) if found else None, info)
     if chosen:
@@ -153,6 +154,10 @@ def _check_for_this_run(cfg: Config, info: dist.DistInfo) -> None:
     """What the config alone cannot check: it depends on the world size and the device."""
     if cfg.train.batch_size % info.world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} does not split evenly over {info.world_size} ranks")
+    if (cfg.train.batch_size // info.world_size) % cfg.train.accum_steps:
+        raise ConfigError(f"train.accum_steps={cfg.train.accum_steps} does not split the batch of each of the "
+                          f"{info.world_size} ranks ({cfg.train.batch_size // info.world_size}) into equal "
+                          "micro-batches: choose train.batch_size = ranks x accum_steps x micro-batch")
     if cfg.amp == "fp16" and info.device.type != "cuda":
         raise ConfigError("amp=fp16 needs CUDA; use amp=bf16 or amp=off on the CPU")
     check_decode(cfg.data, info.device)  # data.decode=gpu without CUDA stops here, before any work

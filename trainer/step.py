@@ -6,8 +6,9 @@ sync point, so the loop only does it when it logs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,25 +32,35 @@ def accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, 
 
 def train_step(
     model: nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
+    micro_batches: Sequence[tuple[torch.Tensor, Any]],
+    seeds: Sequence[int],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    criterion: Callable[[torch.Tensor, Any], torch.Tensor],
     autocast: Callable[[], AbstractContextManager],
     grad_clip: float = 0.0,
 ) -> torch.Tensor:
-    """Forward, backward (DDP all-reduces the gradients here) and update; returns the loss."""
-    with autocast():
-        loss = criterion(model(images), targets)
+    """One optimizer step over `micro_batches` (inputs, loss targets): forward and backward of each, the
+    gradients accumulating, then one update; returns the mean loss. torch is seeded with `seeds[j]` before
+    micro-batch j (its dropout masks). DDP all-reduces the gradients in the last backward only (no_sync on
+    the others), so accumulating k micro-batches costs one all-reduce, as one batch does."""
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    n = len(micro_batches)
+    losses = []
+    for j, ((images, targets), seed) in enumerate(zip(micro_batches, seeds)):
+        torch.manual_seed(seed)
+        last = j == n - 1
+        with nullcontext() if last else getattr(model, "no_sync", nullcontext)():
+            with autocast():
+                loss = criterion(model(images), targets)
+            scaler.scale(loss / n if n > 1 else loss).backward()
+        losses.append(loss.detach())
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
     scaler.update()
-    return loss.detach()
+    return losses[0] if n == 1 else torch.stack(losses).mean()
 
 
 @torch.no_grad()

@@ -111,10 +111,14 @@ class TrainStream(IterableDataset):
 
     def __init__(self, split: Split, cfg: DataConfig, *, seed: int, epoch: int, start_step: int, steps: int,
                  local_batch: int, rank: int, world_size: int, num_classes: int | None = None,
-                 end_epoch: int | None = None) -> None:
+                 end_epoch: int | None = None, accum_steps: int = 1) -> None:
         self.split, self.cfg, self.seed, self.epoch = split, cfg, seed, epoch
         self.start_step, self.steps, self.batch = start_step, steps, local_batch
         self.rank, self.world_size, self.num_classes = rank, world_size, num_classes
+        # Gradient accumulation: a rank's batch is `accum_steps` micro-batches, each read as the batch of a
+        # virtual rank (rank x accum_steps + j of world_size x accum_steps), so that accumulating on fewer
+        # ranks trains on the same samples as more ranks without it.
+        self.accum = accum_steps
         self.end_epoch = epoch + 1 if end_epoch is None else end_epoch
         self.preset = TrainPreset(cfg.image_size, cfg.reduced_decode_margin)
 
@@ -139,17 +143,23 @@ class TrainStream(IterableDataset):
 
     def _epoch(self, epoch: int, start: int, first: int, n_workers: int) -> Iterator[tuple]:
         logical = (first + start) % n_workers  # batch s of an epoch always comes from reader slot s % n
-        slot, n_slots = self.rank * n_workers + logical, self.world_size * n_workers
         skip = len(range(logical, start, n_workers))
         todo = len(range(start + first, self.steps, n_workers))
-        rng = random.Random(derive_seed(self.seed, "buffer", epoch, slot))
-        stream = _shuffled(self._raw(epoch, slot, n_slots), self.cfg.shuffle_buffer, rng)
-        for _ in itertools.islice(stream, skip * self.batch):
-            pass
+        micro = self.batch // self.accum
+        streams = [self._slot(epoch, (self.rank * self.accum + j) * n_workers + logical,
+                              self.world_size * self.accum * n_workers, skip * micro) for j in range(self.accum)]
         for _ in range(todo):
-            items = list(itertools.islice(stream, self.batch))
+            items = [item for stream in streams for item in itertools.islice(stream, micro)]
             rngs = [random.Random(derive_seed(self.seed, "aug", epoch, s.key, cycle)) for s, cycle in items]
             yield _batch(self.preset, [s for s, _ in items], rngs, self.cfg.decode)
+
+    def _slot(self, epoch: int, slot: int, n_slots: int, skip: int) -> Iterator[tuple[Sample, int]]:
+        """One reader slot's shuffled samples of `epoch`, the first `skip` passed over as raw bytes."""
+        rng = random.Random(derive_seed(self.seed, "buffer", epoch, slot))
+        stream = _shuffled(self._raw(epoch, slot, n_slots), self.cfg.shuffle_buffer, rng)
+        for _ in itertools.islice(stream, skip):
+            pass
+        return stream
 
 
 class EvalStream(IterableDataset):

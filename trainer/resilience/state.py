@@ -42,11 +42,12 @@ class Position:
 
 
 def data_plan(*, seed: int, world_size: int, workers: int, batch_size: int, shuffle_buffer: int,
-              train_samples: int, steps_per_epoch: int) -> dict[str, int]:
-    """Everything that decides which samples batch s of an epoch holds, as stored in a checkpoint."""
+              train_samples: int, steps_per_epoch: int, accum_steps: int = 1) -> dict[str, int]:
+    """Everything that decides which samples batch s of an epoch holds, as stored in a checkpoint
+    (accum_steps only when it is > 1, so that plans written before it existed still match)."""
     return {"seed": seed, "world_size": world_size, "workers": workers, "batch_size": batch_size,
             "shuffle_buffer": shuffle_buffer, "train_samples": train_samples,
-            "steps_per_epoch": steps_per_epoch}
+            "steps_per_epoch": steps_per_epoch, **({"accum_steps": accum_steps} if accum_steps > 1 else {})}
 
 
 def resume_position(state: dict[str, Any], plan: dict[str, int], source: str = "the checkpoint") -> Position:
