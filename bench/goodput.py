@@ -88,9 +88,13 @@ def boundary(shards: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
     windows = [r for r in rows if "time/wall_s" in r]
     step = statistics.median(r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r)
     # The gap before epoch e+1's first step is logged with epoch e+1's window; validation with epoch e's.
-    gaps = [after["time/epoch_gap_s"] + before["time/validation_s"] for before, after in zip(windows, windows[1:])]
+    pairs = list(zip(windows, windows[1:]))
+    gaps = [after["time/epoch_gap_s"] + before["time/validation_s"] for before, after in pairs]
     return {"median_step_s": step, "boundaries_s": gaps, "boundaries_in_steps": [g / step for g in gaps],
-            "median_boundary_in_steps": statistics.median(g / step for g in gaps)}
+            "median_boundary_in_steps": statistics.median(g / step for g in gaps),
+            "validation_s": [before["time/validation_s"] for before, _ in pairs],
+            "checkpoint_s": [before["time/checkpoint_s"] for before, _ in pairs],
+            "gap_without_validation_s": [after["time/epoch_gap_s"] for _, after in pairs]}
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
