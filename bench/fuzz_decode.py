@@ -162,9 +162,10 @@ def main() -> None:
     if a.child:
         return child()
     from bench import jpeg_layouts
+    from bench.samples import SAMPLES
 
     corpus = [d for _, d in jpeg_layouts.corpus(jpeg_layouts.Writer(tempfile.gettempdir() + "/jpeg_layouts"))]
-    corpus += [open(os.path.join(d, f), "rb").read() for d in ["/work/shared/imagenet-samples"] if os.path.isdir(d)
+    corpus += [open(os.path.join(d, f), "rb").read() for d in [SAMPLES] if os.path.isdir(d)
                for f in sorted(os.listdir(d))[:20] if f.endswith(".JPEG")]
     summary: dict = {"inputs": 0, "crashes": [], "diffs": 0, "slowest_s": 0.0,
                      "refused_whole": 0, "region_decodes": 0}

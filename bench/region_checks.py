@@ -3,7 +3,7 @@ that makes every box equal a whole decode): the extension as it was before them 
 `--before`) against the current one, in one process, alternating rounds, best of each, on the train preset's
 boxes of photos data_prep re-encoded to short side 256. CPU milliseconds per image; one JSON line.
 
-  python -m bench.region_checks --images /work/shared/imagenet-samples [--before ac9ac02]
+  python -m bench.region_checks --images ../shared/imagenet-samples [--before ac9ac02]
 """
 
 from __future__ import annotations
