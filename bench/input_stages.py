@@ -5,6 +5,7 @@ per-batch Python around them.
 
   python -m bench.input_stages --images DIR [--max-short-side 256]
   python -m bench.input_stages --shards ROOT        # a dataset data_prep already prepared
+  python -m bench.input_stages --only TrainPreset   # the stages whose name holds the text (augmentation cost)
 
 Prepares DIR's photos with `python -m data_prep folder` as bench.input_pipeline does. The last line is one
 JSON object with every figure.
@@ -24,11 +25,12 @@ from collections.abc import Callable
 import simplejpeg
 import torch
 import webdataset as wds
+from torchvision.transforms import v2
 
 from bench.input_pipeline import prepare, stage
 from bench.samples import SAMPLES
 from trainer.config import DataConfig
-from trainer.data import jpeg, tarstream, transforms
+from trainer.data import augment, jpeg, tarstream, transforms
 from trainer.data.loader import _read, _shuffled, train_loader
 from trainer.data.manifest import load_manifest
 from trainer.seeding import derive_seed
@@ -72,6 +74,7 @@ def stages(root: str, batch: int) -> dict[str, Callable[[], object]]:
         "JPEG header + crop plan": lambda: [preset.plan(j, random.Random(i)) for i, j in enumerate(jpegs)],
         **_decode_and_render(jpegs, plans, boxes, regions, wholes, batch),
         "whole loader (workers=0)": loader,
+        **_augmentation(jpegs, preset, batch),
     }
 
 
@@ -113,6 +116,33 @@ def _decode_and_render(jpegs: list, plans: list, boxes: list, regions: list, who
     }
 
 
+def _augmentation(jpegs: list, preset: transforms.TrainPreset, batch: int) -> dict[str, Callable[[], object]]:
+    """The whole CPU preset per image, plain and with each augmentation (what data.auto_augment costs)."""
+    trivial, rand = augment.AutoAugment("trivialaugment"), augment.AutoAugment("randaugment")
+
+    def render_with(aug: augment.Augment | None) -> Callable[[], None]:
+        def run() -> None:
+            preset_aug = transforms.TrainPreset(224, augment=aug)
+            for i, j in enumerate(jpegs):
+                if i % batch == 0:
+                    images = transforms.empty_batch(batch, 224)
+                preset_aug.render_into(j, random.Random(i), images[i % batch])
+        return run
+
+    def torchvision_trivialaugment() -> None:  # its v2 transform on the same crops (torch's global RNG)
+        ta = v2.TrivialAugmentWide()
+        for i, j in enumerate(jpegs):
+            ta(preset(j, random.Random(i)))
+
+    return {
+        "TrainPreset: RandomResizedCrop + flip": render_with(None),
+        "TrainPreset: + TrivialAugmentWide": render_with(augment.Augment(trivial, 0)),
+        "TrainPreset: + TrivialAugmentWide + random erasing 0.25": render_with(augment.Augment(trivial, 0.25)),
+        "TrainPreset: + RandAugment(2, 9)": render_with(augment.Augment(rand, 0)),
+        "TrainPreset: RandomResizedCrop + flip, then torchvision's v2.TrivialAugmentWide": torchvision_trivialaugment,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=SAMPLES)
@@ -120,12 +150,13 @@ def main() -> None:
     parser.add_argument("--max-short-side", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--only", default="", help="time only the stages whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(1)
     result: dict = {"region_decode": jpeg.REGION_DECODE, "load_average_before": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or prepare(stage(args.images, tmp), tmp, args.max_short_side)[0]
-        fns = stages(shards, args.batch)
+        fns = {k: f for k, f in stages(shards, args.batch).items() if args.only in k}
         n = load_manifest(shards).train.num_samples
         best = {name: float("inf") for name in fns}
         for _ in range(args.rounds):  # alternate, so every stage sees the same machine load
@@ -136,8 +167,9 @@ def main() -> None:
     ms = {name: round(1000 * t / n, 4) for name, t in best.items()}
     used = ["tar reading: trainer.data.tarstream", "shuffle buffer (1000)", "per-sample RNG (derive_seed + Random)",
             "JPEG header + crop plan", "decode: the crop's region", "resize + flip + copy into the batch, region"]
-    rest = ms["whole loader (workers=0)"] - sum(ms[k] for k in used)
-    ms["rest of the loader (Python around the stages)"] = round(rest, 4)
+    if all(k in ms for k in [*used, "whole loader (workers=0)"]):
+        rest = ms["whole loader (workers=0)"] - sum(ms[k] for k in used)
+        ms["rest of the loader (Python around the stages)"] = round(rest, 4)
     for name, v in ms.items():
         print(f"{name:>58}: {v:.3f} ms/image")
     result.update(ms=ms, images=n, max_short_side=args.max_short_side, load_average_after=list(os.getloadavg()))

@@ -59,8 +59,12 @@ class DataConfig:
     # decoded image + ~20 MB to its idle size, and each rank holds workers x prefetch batches in shared
     # memory (docs/benchmarks.md, "Input pipeline")
     shuffle_buffer: int = ranged(2000, gt=0)
-    image_size: int = ranged(224, gt=0)  # training crop and evaluation crop
-    eval_resize: int = ranged(256, gt=0)  # short side before the evaluation centre crop
+    image_size: int = ranged(224, gt=0)  # training crop (and evaluation crop unless eval_image_size is set)
+    # evaluation crop; 0: image_size. Training at a lower resolution than testing pays (FixRes, Touvron et
+    # al. 2019): torchvision's recipes train at 176 and test at 224
+    eval_image_size: int = ranged(0, ge=0)
+    # short side before the evaluation centre crop; 0: eval crop x 256/224 (256 for a 224 crop)
+    eval_resize: int = ranged(256, ge=0)
     prefetch: int = ranged(4, gt=0)  # batches each worker keeps ready
     # one set of training workers for the whole run: they go on into the next epoch (and prefetch its first
     # batches during validation) instead of starting again, shuffle buffers refilled, every epoch
@@ -76,11 +80,37 @@ class DataConfig:
     # logged with its shard and key and left out of the loss (its label becomes -100, the loss's
     # ignore_index), so batches keep their size and ranks their step counts
     max_bad_samples: int = ranged(10, ge=0)
+    # after crop and flip, on the uint8 crop (trainer/data/augment.py), every draw from the sample's seed
+    # (data.decode=cpu only):
+    # "trivialaugment" (TrivialAugmentWide, Mueller & Hutter 2021), "randaugment" (Cubuk et al. 2020)
+    auto_augment: Literal["none", "trivialaugment", "randaugment"] = "none"
+    randaugment_ops: int = ranged(2, ge=1, le=14)  # auto_augment=randaugment: ops applied to each image
+    randaugment_magnitude: int = ranged(9, ge=0, le=30)  # auto_augment=randaugment: of 31 bins (0..30)
+    # probability of erasing one random rectangle of each training image (Zhong et al. 2020); 0 = off
+    random_erasing: float = ranged(0.0, ge=0, le=1)
+
+    @property
+    def eval_size(self) -> int:
+        """The evaluation crop: data.eval_image_size, or data.image_size when that is 0."""
+        return self.eval_image_size or self.image_size
+
+    @property
+    def eval_resize_px(self) -> int:
+        """The evaluation short side: data.eval_resize, or the crop x 256/224 when that is 0."""
+        return self.eval_resize or int(round(self.eval_size * 256 / 224))
 
     def __post_init__(self) -> None:
-        if self.eval_resize < self.image_size:
-            raise ConfigError(f"data.eval_resize={self.eval_resize} must be >= data.image_size={self.image_size}: "
-                              "the evaluation centre crop is taken from the resized image")
+        if self.eval_resize_px < self.eval_size:
+            which = "data.eval_image_size" if self.eval_image_size else "data.image_size"
+            raise ConfigError(f"data.eval_resize={self.eval_resize} must be >= {which}={self.eval_size}: "
+                              "the evaluation centre crop is taken from the resized image (0: scale it with "
+                              "the crop, 256/224)")
+        if self.decode == "gpu" and (self.auto_augment != "none" or self.random_erasing > 0):
+            raise ConfigError("data.auto_augment and data.random_erasing run on the CPU path only: use "
+                              "data.decode=cpu with them (data.decode=gpu renders crops and flips only)")
+        if self.auto_augment != "randaugment" and (self.randaugment_ops, self.randaugment_magnitude) != (2, 9):
+            raise ConfigError(f"data.randaugment_ops/randaugment_magnitude apply only to data.auto_augment="
+                              f"randaugment (it is {self.auto_augment!r})")
         if self.reduced_decode_margin != 0 and not self.reduced_decode_margin >= 1:
             raise ConfigError(f"data.reduced_decode_margin must be 0 (off) or >= 1, got {self.reduced_decode_margin!r}")
 
@@ -106,20 +136,53 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: Literal["sgd"] = "sgd"  # the optimizer
-    lr: float = ranged(0.01, gt=0)  # for the global batch size given in train.batch_size
-    momentum: float = ranged(0.9, ge=0, lt=1)  # SGD momentum (its buffers are in every checkpoint)
+    # "sgd"; "lars" (You et al. 2017: SGD with a per-layer lr scaled by trust_coeff x |w| / |g + wd w|;
+    # biases and norm parameters, the weight-decay-0 group, are neither adapted nor decayed); "adamw"
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
+    # for the global batch size given in train.batch_size, or for lr_base_batch when that is set
+    lr: float = ranged(0.01, gt=0)
+    # linear scaling rule (Goyal et al. 2017): optim.lr is for this global batch, and the run uses
+    # lr x train.batch_size / lr_base_batch; 0 = off (optim.lr is used as it is)
+    lr_base_batch: int = ranged(0, ge=0)
+    momentum: float = ranged(0.9, ge=0, lt=1)  # SGD and LARS momentum (its buffers are in every checkpoint)
     weight_decay: float = ranged(5e-4, ge=0)  # not applied to biases (parameters with ndim < 2)
-    nesterov: bool = False  # Nesterov momentum
+    nesterov: bool = False  # Nesterov momentum (sgd, lars)
+    trust_coeff: float = ranged(0.001, gt=0, le=1)  # lars: the trust coefficient (eta)
+    # lars: LARC clipping, the per-layer lr is min(trust ratio, lr) (NVIDIA apex LARC "clip" mode)
+    lars_clip: bool = False
+    adam_beta1: float = ranged(0.9, ge=0, lt=1)  # adamw: the first moment's decay
+    adam_beta2: float = ranged(0.999, ge=0, lt=1)  # adamw: the second moment's decay
+    adam_eps: float = ranged(1e-8, gt=0)  # adamw: added to the denominator
+
+    def __post_init__(self) -> None:
+        if self.nesterov and (self.name == "adamw" or self.momentum == 0):
+            raise ConfigError(f"optim.nesterov=true needs optim.name=sgd or lars with optim.momentum > 0 "
+                              f"(got name={self.name}, momentum={self.momentum})")
+        if self.name != "lars" and (self.lars_clip or self.trust_coeff != 0.001):
+            raise ConfigError(f"optim.lars_clip and optim.trust_coeff apply only to optim.name=lars "
+                              f"(it is {self.name!r})")
+        if self.name != "adamw" and (self.adam_beta1, self.adam_beta2, self.adam_eps) != (0.9, 0.999, 1e-8):
+            raise ConfigError(f"optim.adam_beta1/adam_beta2/adam_eps apply only to optim.name=adamw "
+                              f"(it is {self.name!r})")
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: Literal["step", "cosine", "constant"] = "step"  # the lr schedule, a pure function of the step
+    # the lr schedule, a pure function of the step: "poly" decays as (1 - t)^power to min_lr (LARS papers);
+    # "onecycle" rises linearly to the lr at peak_epochs, then falls linearly to min_lr at the end (FFCV's
+    # triangular schedule)
+    name: Literal["step", "cosine", "constant", "poly", "onecycle"] = "step"
     step_epochs: float = ranged(30, gt=0)  # "step": multiply the lr by gamma every step_epochs epochs
     gamma: float = ranged(0.1, gt=0, le=1)  # "step": the factor at each step_epochs boundary
-    warmup_epochs: float = ranged(0, ge=0)  # linear warmup from 0, for any schedule
-    min_lr: float = ranged(0.0, ge=0)  # "cosine": the floor
+    warmup_epochs: float = ranged(0, ge=0)  # linear warmup from 0, for any schedule but onecycle (its own rise)
+    min_lr: float = ranged(0.0, ge=0)  # "cosine", "poly", "onecycle": the floor
+    power: float = ranged(2.0, gt=0)  # "poly": the exponent; 1 = linear decay, the LARS papers use 2
+    peak_epochs: float = ranged(2.0, gt=0)  # "onecycle": where the linear rise ends and the fall begins
+
+    def __post_init__(self) -> None:
+        if self.name == "onecycle" and self.warmup_epochs > 0:
+            raise ConfigError(f"schedule.warmup_epochs={self.warmup_epochs} does not combine with schedule.name="
+                              "onecycle, whose rise to the peak is its warmup: set schedule.peak_epochs instead")
 
 
 @dataclass(frozen=True)
@@ -131,10 +194,39 @@ class TrainConfig:
     log_every: int = ranged(20, gt=0)  # steps between training-metric logs (each one is a device sync)
     grad_clip: float = ranged(0.0, ge=0)  # max global grad norm; 0 = off
     val_every_epochs: int = ranged(1, gt=0)  # validate after every this many epochs, and always after the last one
+    # exponential moving average of the weights, updated after every optimizer step (trainer/ema.py): the
+    # EMA keeps decay x itself + (1 - decay) x the weights; 0 = off. Validated as val_ema/*, in every checkpoint
+    ema_decay: float = ranged(0.0, ge=0, lt=1)
+    # EMA warmup: at optimizer step t (1, 2, ...) the decay is min(ema_decay, (1 + t) / (10 + t)), so that
+    # the early, random weights fade fast; false: ema_decay from the first step
+    ema_warmup: bool = True
     # micro-batches per optimizer step (gradient accumulation: the global batch of more GPUs on fewer). Each
     # rank's batch is split into accum_steps micro-batches, each the batch a rank of a world accum_steps times
     # larger would read, with DDP's all-reduce only after the last (docs/scaling.md)
     accum_steps: int = ranged(1, ge=1)
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Mixup and CutMix of training batches on the device (trainer/mixing.py), with train.label_smoothing
+    folded into the soft targets as timm's Mixup does. Off unless an alpha is > 0."""
+
+    mixup_alpha: float = ranged(0.0, ge=0)  # lam ~ Beta(alpha, alpha) for mixup; 0 = no mixup (0.2-0.8 usual)
+    cutmix_alpha: float = ranged(0.0, ge=0)  # lam ~ Beta(alpha, alpha) for the CutMix box; 0 = no CutMix (1.0)
+    prob: float = ranged(1.0, ge=0, le=1)  # probability that a batch is mixed at all
+    switch_prob: float = ranged(0.5, ge=0, le=1)  # both alphas > 0: probability of CutMix instead of mixup
+    off_epoch: int = ranged(0, ge=0)  # no mixing from this epoch (0-based) on, e.g. the last few; 0 = never off
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def __post_init__(self) -> None:
+        if not self.enabled and (self.prob, self.switch_prob, self.off_epoch) != (1.0, 0.5, 0):
+            raise ConfigError("mix.prob, mix.switch_prob and mix.off_epoch need mix.mixup_alpha > 0 or "
+                              "mix.cutmix_alpha > 0 (both are 0: mixing is off)")
+        if self.enabled and self.prob == 0:
+            raise ConfigError("mix.prob=0 with a mixing alpha > 0 never mixes: set the alphas to 0 to turn it off")
 
 
 @dataclass(frozen=True)
@@ -181,6 +273,12 @@ class RunConfig:
     # amp=fp16: stop after this many inf/NaN losses in a row (GradScaler skips each one); with amp
     # off/bf16 the first non-finite loss stops the run
     max_nonfinite_steps: int = ranged(20, gt=0)
+    # torch.profiler window "FIRST-END" (optimizer steps FIRST..END-1, e.g. "100-110"): a trace of each rank
+    # in run.dir/profile/ (trainer/monitoring/profiler.py); "" = off
+    profile_steps: str = ""
+
+    def __post_init__(self) -> None:
+        step_window(self.profile_steps, "run.profile_steps")
 
 
 @dataclass(frozen=True)
@@ -200,6 +298,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -212,6 +311,26 @@ class Config:
         if self.model.compile and self.ddp.bucket_cap_mb < 1:
             # DDPOptimizer splits the compiled graph at bucket boundaries and fails on sub-MB buckets
             raise ConfigError(f"ddp.bucket_cap_mb={self.ddp.bucket_cap_mb} must be >= 1 with model.compile=true")
+        if self.schedule.name == "onecycle" and self.schedule.peak_epochs >= self.train.epochs:
+            raise ConfigError(f"schedule.peak_epochs={self.schedule.peak_epochs} must be < train.epochs="
+                              f"{self.train.epochs}: the onecycle schedule falls from the peak to the end")
+        if self.schedule.warmup_epochs >= self.train.epochs:
+            raise ConfigError(f"schedule.warmup_epochs={self.schedule.warmup_epochs} must be < train.epochs="
+                              f"{self.train.epochs}")
+        if self.mix.off_epoch >= self.train.epochs:
+            raise ConfigError(f"mix.off_epoch={self.mix.off_epoch} must be < train.epochs={self.train.epochs} "
+                              "(0 = mix every epoch)")
+
+
+def step_window(text: str, key: str = "run.profile_steps") -> tuple[int, int] | None:
+    """ "FIRST-END" -> (FIRST, END), END exclusive; "" -> None; a ConfigError naming `key` otherwise."""
+    if not text.strip():
+        return None
+    first, sep, end = text.strip().partition("-")
+    if not (sep and first.strip().isdigit() and end.strip().isdigit() and int(first) < int(end)):
+        raise ConfigError(f"{key}={text!r} must be \"FIRST-END\", two step numbers with FIRST < END (END "
+                          "exclusive), e.g. \"100-110\"; \"\" = off")
+    return int(first), int(end)
 
 
 def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

@@ -9,7 +9,11 @@ torch.compile (model.compile=false saves the compile time; the last bits of the 
 differ). A checkpoint is data, not code: its stored data.root is used only when it is a plain local
 path; a `pipe:` command, template or URL root must be given again as data.root= on the command line.
 Prints one JSON object on stdout from the main rank, with the metric names the training run logged
-(val/top1, val/top5, val/loss, val/count).
+(val/top1, val/top5, val/loss, val/count), each class's top-1 (val/per_class_top1, None for a class
+without samples) and the ten worst classes (val/worst_classes). The crop is data.eval_image_size (or
+data.image_size) of a short side data.eval_resize. `--tta flip` averages the softmax over the crop and its
+mirror, `--tta ten_crop` over the four corners and the centre of the resized image's central square and
+their mirrors (the AlexNet paper's protocol, 10x the compute); the figures then carry the same names.
 """
 
 from __future__ import annotations
@@ -30,14 +34,18 @@ if TYPE_CHECKING:
     from trainer.dist import DistInfo
 
 
-def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo) -> dict[str, Any]:
-    """The validation metrics of the weights in `state`, on this process group (any world size)."""
+def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo,
+                        tta: str = "none") -> dict[str, Any]:
+    """The validation metrics of the weights in `state`, on this process group (any world size), with
+    test-time augmentation `tta` (trainer.tta.TTA_MODES) and per-class top-1."""
+    import torch
 
     from trainer.data.manifest import load_manifest
     from trainer.data.transforms import Normalize
     from trainer.errors import DataError
-    from trainer.model import build_model, maybe_compile, to_memory_format
+    from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format
     from trainer.step import autocast_for
+    from trainer.tta import TTA, per_class_report, tta_data
     from trainer.validate import validate
 
     if cfg.amp == "fp16" and info.device.type != "cuda":
@@ -46,6 +54,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     if manifest.val is None:
         raise DataError(f"{cfg.data.root}/_info.json has no validation split (splits.val) to evaluate on")
     num_classes = cfg.model.num_classes or len(manifest.class_names)
+    check_input_size(cfg.model, num_classes, cfg.data.eval_size)
     model = build_model(cfg.model, num_classes)
     try:
         model.load_state_dict(state["model"])
@@ -57,16 +66,24 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     model = to_memory_format(model.to(info.device), cfg.model.channels_last)
     # Run the model as training ran it (compiled or not, same autocast), so the numbers agree.
     run_model = maybe_compile(model, cfg.model.compile)
+    if tta != "none":
+        run_model = TTA(run_model, tta, cfg.data.eval_size)
     local_batch = max(1, cfg.train.batch_size // info.world_size)
-    metrics = validate(run_model, manifest.val, cfg.data, info, Normalize(info.device, cfg.model.channels_last),
-                       autocast_for(info.device, cfg.amp), local_batch, num_classes)
-    return {**metrics, "step": state["step"], "world_size": info.world_size}
+    per_class = torch.zeros((2, num_classes), device=info.device)
+    metrics = validate(run_model, manifest.val, tta_data(cfg.data, tta), info,
+                       Normalize(info.device, cfg.model.channels_last), autocast_for(info.device, cfg.amp),
+                       local_batch, num_classes, per_class)
+    return {**metrics, **per_class_report(per_class.cpu(), manifest.class_names), "tta": tta,
+            "step": state["step"], "world_size": info.world_size}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m trainer`")
+    parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none",
+                        help="test-time augmentation: average the softmax over the mirror image (flip) or over "
+                             "10 crops (ten_crop: corners, centre and their mirrors)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/imagenet device=cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                        "line, e.g. data.root=/data/imagenet (or that same root, if you trust it)\n")
     try:
         info = dist.setup(cfg.device, cfg.run.timeout_minutes)
-        result = evaluate_checkpoint(state, cfg, info)
+        result = evaluate_checkpoint(state, cfg, info, args.tta)
     except BaseException as e:  # noqa: BLE001 - logged once with its status; the process leaves at once
         return lifecycle.status_of(e, int(os.environ.get("RANK", "0")))
     dist.teardown(info)

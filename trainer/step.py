@@ -70,8 +70,10 @@ def evaluate(
     prepare: Callable[[torch.Tensor], torch.Tensor],
     autocast: Callable[[], AbstractContextManager],
     pad_to: int = 0,
+    per_class: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sums over this rank's share of the data: [loss_sum, top1_hits, top5_hits, count].
+    """Sums over this rank's share of the data: [loss_sum, top1_hits, top5_hits, count]; with `per_class`, a
+    (2, classes) tensor, also each class's samples and top-1 hits, added into it.
 
     A batch smaller than `pad_to` (the last of each loader worker) is padded to it with IGNORE rows,
     which no sum counts: every batch has one shape, so neither cuDNN's autotuner nor a compiled model
@@ -87,6 +89,11 @@ def evaluate(
         loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum", ignore_index=IGNORE)
         counted = (targets != IGNORE).sum().float().view(1)
         totals += torch.cat([loss_sum.view(1), accuracy_counts(logits, targets), counted])
+        if per_class is not None:
+            valid = targets != IGNORE
+            hits = logits[valid].argmax(1) == targets[valid]
+            per_class[0] += torch.bincount(targets[valid], minlength=per_class.shape[1])
+            per_class[1] += torch.bincount(targets[valid][hits], minlength=per_class.shape[1])
     model.train(was_training)
     return totals
 

@@ -17,7 +17,8 @@ TRAINER = ROOT / "trainer"
 # Layers, lowest first; a module imports only from its own layer or below. A role package is a layer
 # of its own whose modules import each other, the layers below, and no other role package.
 BASE = {"trainer.config", "trainer.errors", "trainer.seeding"}
-CORE = {"trainer.dist", "trainer.model", "trainer.optim", "trainer.step"}
+CORE = {"trainer.dist", "trainer.model", "trainer.optim", "trainer.step", "trainer.ema", "trainer.mixing",
+        "trainer.tta"}
 ROLES = ("trainer.data", "trainer.resilience", "trainer.monitoring")
 TOP = {"trainer.start", "trainer.loop", "trainer.validate", "trainer.__main__", "trainer.evaluate",
        "trainer.export", "trainer.plot", "trainer.summary"}

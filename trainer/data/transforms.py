@@ -18,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
+from trainer.config import DataConfig
 from trainer.data import jpeg
+from trainer.data.augment import Augment
+from trainer.data.augment import from_config as augment_from_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -132,10 +135,16 @@ def _resize(region: torch.Tensor, size: tuple[int, int] | None = None,
 
 
 class TrainPreset:
-    """RandomResizedCrop(size) and a horizontal flip, on JPEG bytes."""
+    """RandomResizedCrop(size) and a horizontal flip, on JPEG bytes; then, with `augment`, TrivialAugment /
+    RandAugment and random erasing on the uint8 crop (trainer/data/augment.py), drawing from the same rng."""
 
-    def __init__(self, size: int, margin: float = 2.0) -> None:
-        self.size, self.margin = size, margin
+    def __init__(self, size: int, margin: float = 2.0, augment: Augment | None = None) -> None:
+        self.size, self.margin, self.augment = size, margin, augment
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> TrainPreset:
+        """data.image_size, data.reduced_decode_margin, data.auto_augment and data.random_erasing."""
+        return cls(cfg.image_size, cfg.reduced_decode_margin, augment_from_config(cfg))
 
     def plan(self, data: bytes, rng: random.Random) -> tuple[Plan, int, int]:
         height, width = jpeg.jpeg_size(data)
@@ -149,11 +158,14 @@ class TrainPreset:
         top, left, h, w = crop_box(plan, rows, cols, height, width)
         if (h, w) == out.shape[:2]:
             jpeg.decode_box(data, out, height, width, k, top, left, plan.flip)
-            return out
-        region = _region(h, w)
-        jpeg.decode_box(data, region[0], height, width, k, top, left, False)
-        resized = _resize(region, size=(self.size, self.size))
-        return out.copy_(resized.flip(1) if plan.flip else resized)  # torch's flip: 2x faster than the decoder's
+        else:
+            region = _region(h, w)
+            jpeg.decode_box(data, region[0], height, width, k, top, left, False)
+            resized = _resize(region, size=(self.size, self.size))
+            out.copy_(resized.flip(1) if plan.flip else resized)  # torch's flip: 2x faster than the decoder's
+        if self.augment is not None:  # its draws follow the crop's and the flip's: those stay as they were
+            self.augment(out, rng)
+        return out
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
         """The image alone: (3, size, size) uint8."""

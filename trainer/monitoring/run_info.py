@@ -22,7 +22,8 @@ _PACKAGES = ("torch", "torchvision", "webdataset", "wandb", "numpy", "pillow")
 
 
 def resolve_run_id(run_dir: Path, from_checkpoint: object) -> str:
-    """The W&B run id: the resumed checkpoint's, else the run directory's, else a new one; saved in run_dir.
+    """The W&B run id: the resumed checkpoint's, else the run directory's, else a sweep agent's
+    (WANDB_RUN_ID), else a new one; saved in run_dir.
 
     The file covers a run stopped before its first checkpoint, so its restart continues the same W&B run.
     Both sources are data (a checkpoint may come from elsewhere) and the id becomes part of paths under
@@ -39,7 +40,9 @@ def resolve_run_id(run_dir: Path, from_checkpoint: object) -> str:
                     str(from_checkpoint)[:80])
     if stored and saved and saved != stored:
         log.warning("%s says W&B run %s but the checkpoint says %s; continuing %s", path, saved, stored, stored)
-    run_id = stored or saved or secrets.token_hex(4)
+    # a W&B sweep agent names the run it started in WANDB_RUN_ID (launch/sweep.yaml): a new run takes it
+    agent = os.environ.get("WANDB_RUN_ID", "")
+    run_id = stored or saved or (agent if _valid_run_id(agent) else "") or secrets.token_hex(4)
     if run_id != saved:
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

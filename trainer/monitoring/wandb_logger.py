@@ -125,6 +125,17 @@ class WandbLogger:
         except Exception as e:
             log.warning("W&B could not log checkpoint %s as an artifact (%s: %s)", path, type(e).__name__, e)
 
+    def log_trace(self, path: Path) -> None:
+        """Upload a torch.profiler trace (trainer/monitoring/profiler.py) as artifact profile-<run id>."""
+        if self.broken:
+            return
+        try:
+            artifact = self.wandb.Artifact(f"profile-{self.run_id}", type="profile")
+            artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact)
+        except Exception as e:
+            log.warning("W&B could not log the profiler trace %s (%s: %s)", path, type(e).__name__, e)
+
     def close(self) -> None:
         # Called from the loop's `finally`: an exception on its way out marks the W&B run failed.
         exc = sys.exc_info()[1]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from trainer import config
+from trainer.ema import ModelEma
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class TrainState:
     pos: Position = field(default_factory=Position)
     best_top1: float | None = None
     run_id: str | None = None  # the W&B run, continued by a restart
+    ema: ModelEma | None = None  # train.ema_decay > 0: the weights' moving average, saved and resumed with them
 
     def record_val(self, val: dict[str, float] | None) -> bool:
         """Note an epoch's validation metrics; whether val/top1 is the best so far (the first one is)."""
@@ -109,6 +111,7 @@ class TrainState:
             "scaler": self.scaler.state_dict(), "step": self.pos.step, "epoch": self.pos.epoch,
             "step_in_epoch": self.pos.step_in_epoch, "data": self.plan, "val": val,
             "best_val_top1": self.best_top1, "config": self.config, "wandb_run_id": self.run_id,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def restore(self, state: dict[str, Any], source: str) -> None:
@@ -116,6 +119,13 @@ class TrainState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._restore_scaler(state.get("scaler") or {}, source)
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # train.ema_decay switched on for a run that had none: the average starts here
+                log.warning("%s holds no EMA weights (train.ema_decay was 0): the EMA starts from the resumed "
+                            "weights at step %d", source, state["step"])
+                self.ema.load_state_dict(self.model.state_dict())
         self.pos = resume_position(state, self.plan, source)
         self.run_id, self.best_top1 = state.get("wandb_run_id"), state.get("best_val_top1")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", source, self.pos.step, self.pos.epoch,
