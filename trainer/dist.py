@@ -129,6 +129,14 @@ def check_weights_agree(model: nn.Module, info: DistInfo) -> int:
     return digests[0]
 
 
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (e.g. batch-norm running statistics) on every rank, before validation: each rank
+    evaluates the weights the checkpoint holds (rank 0's), not its own statistics. timm's distribute_bn."""
+    if info.world_size > 1:
+        for b in model.buffers():
+            torch_dist.broadcast(b, src=0)
+
+
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum a tensor over ranks in place (a sync point); returns it for chaining."""
     if info.world_size > 1:

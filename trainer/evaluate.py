@@ -35,15 +35,16 @@ if TYPE_CHECKING:
 
 
 def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInfo,
-                        tta: str = "none") -> dict[str, Any]:
-    """The validation metrics of the weights in `state`, on this process group (any world size), with
-    test-time augmentation `tta` (trainer.tta.TTA_MODES) and per-class top-1."""
+                        tta: str = "none", ema: bool = False) -> dict[str, Any]:
+    """The validation metrics of the weights in `state` (with `ema`, their EMA's), on this process group
+    (any world size), with test-time augmentation `tta` (trainer.tta.TTA_MODES) and per-class top-1."""
     import torch
 
     from trainer.data.manifest import load_manifest
     from trainer.data.transforms import Normalize
     from trainer.errors import DataError
     from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format
+    from trainer.resilience.state import stored_weights
     from trainer.step import autocast_for
     from trainer.tta import TTA, per_class_report, tta_data
     from trainer.validate import validate
@@ -57,7 +58,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     check_input_size(cfg.model, num_classes, cfg.data.eval_size)
     model = build_model(cfg.model, num_classes)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(stored_weights(state, "the checkpoint", ema))
     except RuntimeError as e:  # e.g. a dataset with another number of classes
         raise config.ConfigError(
             f"the checkpoint's weights do not fit model.name={cfg.model.name} with {num_classes} classes "
@@ -73,7 +74,7 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     metrics = validate(run_model, manifest.val, tta_data(cfg.data, tta), info,
                        Normalize(info.device, cfg.model.channels_last), autocast_for(info.device, cfg.amp),
                        local_batch, num_classes, per_class)
-    return {**metrics, **per_class_report(per_class.cpu(), manifest.class_names), "tta": tta,
+    return {**metrics, **per_class_report(per_class.cpu(), manifest.class_names), "tta": tta, "ema": ema,
             "step": state["step"], "world_size": info.world_size}
 
 
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", choices=("none", "flip", "ten_crop"), default="none",
                         help="test-time augmentation: average the softmax over the mirror image (flip) or over "
                              "10 crops (ten_crop: corners, centre and their mirrors)")
+    parser.add_argument("--ema", action="store_true",
+                        help="evaluate the EMA of the weights (runs trained with train.ema_decay > 0)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/imagenet device=cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
@@ -92,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainer import dist  # after argument parsing: importing torch takes seconds
     from trainer.data import storage
     from trainer.resilience import checkpoint
-    from trainer.resilience.state import stored_config
+    from trainer.resilience.state import stored_config, stored_weights
 
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint, args.overrides)
+        stored_weights(state, args.checkpoint, args.ema)  # refused here, before any process group
     except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     if not _root_given(args.overrides) and not storage.is_local(cfg.data.root):
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                        "line, e.g. data.root=/data/imagenet (or that same root, if you trust it)\n")
     try:
         info = dist.setup(cfg.device, cfg.run.timeout_minutes)
-        result = evaluate_checkpoint(state, cfg, info, args.tta)
+        result = evaluate_checkpoint(state, cfg, info, args.tta, args.ema)
     except BaseException as e:  # noqa: BLE001 - logged once with its status; the process leaves at once
         return lifecycle.status_of(e, int(os.environ.get("RANK", "0")))
     dist.teardown(info)

@@ -33,7 +33,7 @@ from trainer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.model import build_model
 from trainer.resilience import checkpoint
-from trainer.resilience.state import stored_config
+from trainer.resilience.state import stored_config, stored_weights
 
 CHECK_BATCH = 3  # not the export example's batch of 2: the check also exercises the dynamic batch size
 TOLERANCE = 1e-4  # max |logit difference| accepted; the same fp32 kernels give 0 in practice
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None,
                         help="where to read the class names (_info.json), in any data.root form; default: the "
                              "checkpoint's data.root, only if it is a plain local path")
+    parser.add_argument("--ema", action="store_true",
+                        help="export the EMA of the weights (runs trained with train.ema_decay > 0)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.suffix in (".pt2", ".json"):
@@ -106,17 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint)
+        weights = stored_weights(state, args.checkpoint, args.ema)
     except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     meta = {
-        "checkpoint": str(args.checkpoint), "step": state["step"], "model": cfg.model.name,
-        "image_size": cfg.data.image_size, "eval_resize": cfg.data.eval_resize,
+        "checkpoint": str(args.checkpoint), "step": state["step"], "model": cfg.model.name, "ema": args.ema,
+        "image_size": cfg.data.eval_size, "eval_resize": cfg.data.eval_resize_px,
         "input": "float32 NCHW RGB, pixel/255 then (x - mean) / std", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
         "class_names": _class_names(args.data_root if args.data_root is not None else cfg.data.root,
                                     trusted=args.data_root is not None),
     }
     try:
-        result = export(state["model"], cfg.model, out, cfg.data.image_size, meta)
+        result = export(weights, cfg.model, out, cfg.data.eval_size, meta)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

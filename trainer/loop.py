@@ -5,13 +5,16 @@
         scaler; resume them from the newest valid checkpoint in run.dir
     _train, for each epoch from the resumed position (_epoch):
         for each step (_step): batch (the loader starts once: its workers serve every epoch);
-            lr = schedule(step); seed = f(seed, rank, step); train_step
+            lr = schedule(step) (optim.lr scaled to the batch); per micro-batch: mix (mix.*), seed =
+            f(seed, virtual rank, step); train_step; the EMA of the weights follows (train.ema_decay)
             guard verdict, all ranks agreeing in one small CPU collective: stop? non-finite loss? save now?
             every train.log_every steps: reduce loss over ranks, log (_log_train)
             save when the verdict says so (checkpoint.every_steps, checkpoint.every_minutes, a stop)
-        _end_epoch: ranks compare batch counts and weight hashes (ddp.check_weights); validate (every
-            train.val_every_epochs, and at the end) while the checkpoint is copied to host memory; then
-            save it in the background (best.pt by val/top1); log where the time went (monitoring/meters.py)
+        _end_epoch: ranks compare batch counts and weight hashes (ddp.check_weights); validate the
+            weights and their EMA (every train.val_every_epochs, and at the end) while the checkpoint is
+            copied to host memory; then save it in the background (best.pt by the better top-1 of the
+            two); log where the time went (monitoring/meters.py)
+    run.profile_steps: a torch.profiler trace of those steps, data wait and step as named ranges
     on SIGTERM/SIGUSR1/Ctrl-C: all ranks agree at the next step, save, exit with EXIT_PREEMPTED
     on a non-finite loss: fp16 skips the step (GradScaler); otherwise stop without saving, EXIT_NONFINITE
     a collective waiting past run.timeout_minutes, or losing a rank: a clear error, EXIT_PEER_FAILED
@@ -21,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -36,6 +40,7 @@ from trainer.resilience import checkpoint, lifecycle
 from trainer.resilience.guard import StopFlag, Verdict, ignore_stop_signals
 from trainer.seeding import derive_seed
 from trainer.start import Run, start
+from trainer.tta import per_class_report
 from trainer.validate import validate
 
 log = logging.getLogger(__name__)
@@ -85,7 +90,9 @@ def _epoch(run: Run) -> int | None:
     first_batch = run.pos.step_in_epoch
     run.meter.restart()
     while not run.epoch_done():
-        images, targets = run.batches.next(run.pos.epoch, run.pos.step_in_epoch)
+        run.profiler.step(run.pos.step)
+        with run.profiler.region("data_wait"):
+            images, targets = run.batches.next(run.pos.epoch, run.pos.step_in_epoch)
         verdict = _step(run, images, targets)
         if verdict.nonfinite and _nonfinite_stops(run, verdict):
             return EXIT_NONFINITE
@@ -105,20 +112,20 @@ def _step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> Verdict:
     if first:  # once per start: what the augmentation feeds the model
         run.logger.log_samples(run.normalize.pixels(images), targets, pos.step)
         run.account.start_training()
-    with run.account.measure("compile" if first and cfg.model.compile else "step"):
-        total_steps = run.steps_per_epoch * cfg.train.epochs
-        optim.set_lr(run.ts.optimizer, optim.lr_at(pos.step, run.steps_per_epoch, total_steps, cfg.optim.lr,
-                                                   cfg.schedule))
+    with run.account.measure("compile" if first and cfg.model.compile else "step"), run.profiler.region("step"):
+        optim.set_lr(run.ts.optimizer, run.lr_at(pos.step))
         accum = cfg.train.accum_steps  # micro-batch j is virtual rank rank x accum + j's batch (loader.py)
-        micro = [(run.normalize(x), y.to(run.info.device, non_blocking=True))
-                 for x, y in zip(images.chunk(accum), targets.chunk(accum))]
-        seeds = [derive_seed(cfg.seed, "step", run.info.rank * accum + j, pos.step) for j in range(accum)]  # dropout
-        loss = step.train_step(run.train_model, micro, seeds, run.ts.optimizer, run.ts.scaler, run.criterion,
+        ranks = [run.info.rank * accum + j for j in range(accum)]
+        micro = [run.mixing.prepare(run.normalize(x), y, step=pos.step, epoch=pos.epoch, rank=r)
+                 for r, x, y in zip(ranks, images.chunk(accum), targets.chunk(accum))]
+        seeds = [derive_seed(cfg.seed, "step", r, pos.step) for r in ranks]  # dropout
+        loss = step.train_step(run.train_model, micro, seeds, run.ts.optimizer, run.ts.scaler, run.mixing.loss,
                                run.autocast, cfg.train.grad_clip)
         run.meter.add(loss)
         if run.pace:
             time.sleep(run.pace)
         pos.advance()
+        run.ts.update_ema()
         return run.guard.check(loss, pos.step, run.epoch_done())  # a sync point (CPU)
 
 
@@ -146,14 +153,29 @@ def _end_epoch(run: Run, first_batch: int) -> int | None:
     val = None
     if run.manifest.val is not None and (pos.epoch % cfg.train.val_every_epochs == 0 or run.finished()):
         with run.account.measure("validation"):
-            val = validate(run.train_model, run.manifest.val, cfg.data, info, run.normalize, run.autocast,
-                           run.local_batch, run.num_classes)
-        run.logger.log(val, pos.step)
+            val, worst = _validate(run)
+        run.logger.log({**val, "val/worst_classes": worst}, pos.step)  # the worst classes: a W&B table
     run.checkpointer.save(run.ts, val)  # the epoch's one checkpoint, written while the next epoch starts
     run.logger.log(run.account.window(), pos.step)
     if not run.finished() and run.guard.stop_requested():  # e.g. a signal during validation; a done run ends as done
         return _stop(run)
     return None
+
+
+def _validate(run: Run) -> tuple[dict[str, float], list[dict]]:
+    """val/* of the weights and, with train.ema_decay, val_ema/* of their EMA; and the weights' ten worst
+    classes by top-1."""
+    assert run.manifest.val is not None  # _end_epoch validates only when there is a split
+    check = functools.partial(validate, split=run.manifest.val, cfg=run.cfg.data, info=run.info,
+                              normalize=run.normalize, autocast=run.autocast, local_batch=run.local_batch,
+                              num_classes=run.num_classes)
+    per_class = torch.zeros((2, run.num_classes), device=run.info.device)
+    dist.broadcast_buffers(run.ts.model, run.info)  # every rank evaluates the checkpoint's statistics
+    val = check(run.train_model, per_class=per_class)
+    if run.ts.ema is not None:
+        dist.broadcast_buffers(run.ts.ema.module, run.info)
+        val |= {k.replace("val/", "val_ema/", 1): v for k, v in check(run.ts.ema.module).items()}
+    return val, per_class_report(per_class.cpu(), run.manifest.class_names)["val/worst_classes"]
 
 
 def _stop(run: Run) -> int:

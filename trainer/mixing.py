@@ -1,6 +1,11 @@
-"""Mixup and CutMix of a training batch on the device, with label smoothing folded into soft targets (timm's
-Mixup, batch mode). Every draw comes from a generator seeded by (seed, "mix", step, rank, micro-batch), so a
-resumed run mixes exactly as before. A skipped sample (label IGNORE) is neither mixed into another nor mixed.
+"""What the loss sees of a training micro-batch: the labels as they are (`Plain`), or Mixup and CutMix on the
+device with label smoothing folded into soft targets (`Mixer`, timm's Mixup in batch mode). Both have one
+interface, `prepare(images, labels, step=, epoch=, rank=)` -> (inputs, loss targets) and `loss(logits,
+targets)`, so the loop never asks whether mixing is on.
+
+Every draw comes from a generator seeded by (seed, "mix", step, rank), the rank being the micro-batch's
+virtual rank (gradient accumulation), so a resumed run mixes exactly as before and accumulating on fewer
+ranks mixes as more ranks would. A skipped sample (label IGNORE) is neither mixed into another nor mixed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from trainer.config import MixConfig
 from trainer.seeding import derive_seed
@@ -53,21 +59,22 @@ class Mixer:
     def active(self, epoch: int) -> bool:
         return self.cfg.enabled and not (self.cfg.off_epoch and epoch >= self.cfg.off_epoch)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, step: int, epoch: int, rank: int = 0,
-                 micro: int = 0) -> Mixed:
-        labels = labels.to(images.device)
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, step: int, epoch: int, rank: int = 0) -> Mixed:
+        """`labels` on the host, as the loader gives them: which rows are valid is read there, not on the
+        device (that would be a sync point every step)."""
+        valid = torch.nonzero(labels.cpu() != IGNORE).flatten().tolist()
+        labels = labels.to(images.device, non_blocking=True)
         targets = smooth_one_hot(labels, self.num_classes, self.smoothing)
         weight = (labels != IGNORE).float()
         # Python's generator: torch's Beta distribution takes no generator
-        rng = random.Random(derive_seed(self.seed, "mix", step, rank, micro))
-        valid = torch.nonzero(labels != IGNORE).flatten().tolist()
+        rng = random.Random(derive_seed(self.seed, "mix", step, rank))
         if not self.active(epoch) or rng.random() >= self.cfg.prob or len(valid) < 2:
             return Mixed(images, targets, weight, 1.0)
         cutmix = self.cfg.cutmix_alpha > 0 and (self.cfg.mixup_alpha == 0 or rng.random() < self.cfg.switch_prob)
         alpha = self.cfg.cutmix_alpha if cutmix else self.cfg.mixup_alpha
         lam = rng.betavariate(alpha, alpha)
-        rows = torch.tensor(valid, device=images.device)
-        partners = torch.tensor(rng.sample(valid, len(valid)), device=images.device)  # valid rows only
+        rows = torch.tensor(valid).to(images.device, non_blocking=True)
+        partners = torch.tensor(rng.sample(valid, len(valid))).to(images.device, non_blocking=True)  # valid rows
         out = images.clone()
         if cutmix:
             height, width = images.shape[-2:]
@@ -80,6 +87,35 @@ class Mixer:
             out[rows] = images[rows] * lam + images[partners] * (1.0 - lam)
         targets[rows] = targets[rows] * lam + targets[partners] * (1.0 - lam)
         return Mixed(out, targets, weight, lam)
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor, *, step: int, epoch: int,
+                rank: int) -> tuple[torch.Tensor, Mixed]:
+        mixed = self(images, labels, step=step, epoch=epoch, rank=rank)
+        return mixed.images, mixed
+
+    @staticmethod
+    def loss(logits: torch.Tensor, mixed: Mixed) -> torch.Tensor:
+        return soft_cross_entropy(logits, mixed.targets, mixed.weight)
+
+
+class Plain:
+    """No mixing: the labels go to the device as they are; the loss is cross entropy with train.label_smoothing,
+    IGNORE rows left out."""
+
+    def __init__(self, label_smoothing: float) -> None:
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=label_smoothing)
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor, *, step: int, epoch: int,
+                rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return images, labels.to(images.device, non_blocking=True)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits, labels)
+
+
+def build_mixing(cfg: MixConfig, num_classes: int, label_smoothing: float, seed: int) -> Mixer | Plain:
+    """mix.* and train.label_smoothing -> a Mixer when an alpha is > 0, else Plain."""
+    return Mixer(cfg, num_classes, label_smoothing, seed) if cfg.enabled else Plain(label_smoothing)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,12 @@ from trainer.data import manifest as dataset
 from trainer.data.jpeg import REGION_DECODE
 from trainer.data.loader import TrainBatches, check_decode
 from trainer.data.transforms import Normalize
+from trainer.ema import ModelEma
+from trainer.mixing import Mixer, Plain, build_mixing
 from trainer.model import build_model, check_input_size, maybe_compile, to_memory_format, use_compile_cache
 from trainer.monitoring import loggers, run_info
 from trainer.monitoring.meters import StepMeter, TimeAccount
+from trainer.monitoring.profiler import NullProfiler, WindowProfiler, build_profiler
 from trainer.resilience import checkpoint, dirlock
 from trainer.resilience.async_checkpoint import AsyncCheckpointer
 from trainer.resilience.checkpointer import Checkpointer, NullWriter
@@ -60,8 +63,9 @@ class Run:
     train_model: torch.nn.Module  # the model as trained: compiled and DDP-wrapped as configured
     normalize: Normalize
     autocast: Callable[[], AbstractContextManager]
-    criterion: torch.nn.Module
+    mixing: Mixer | Plain  # what the loss sees of a micro-batch (mix.*), and the loss
     meter: StepMeter
+    profiler: NullProfiler | WindowProfiler  # run.profile_steps
     start_step: int
     pace: float  # the test hook's seconds per step (STEP_DELAY_ENV)
 
@@ -72,11 +76,18 @@ class Run:
     def finished(self) -> bool:
         return self.pos.epoch >= self.cfg.train.epochs or 0 < self.cfg.train.max_steps <= self.pos.step
 
+    def lr_at(self, step: int) -> float:
+        """The schedule's lr at optimizer step `step`, from optim.lr scaled to the batch (optim.lr_base_batch)."""
+        cfg = self.cfg
+        return optim.lr_at(step, self.steps_per_epoch, self.steps_per_epoch * cfg.train.epochs,
+                           optim.scaled_lr(cfg.optim, cfg.train.batch_size), cfg.schedule)
+
     def epoch_done(self) -> bool:
         return self.pos.step_in_epoch >= self.steps_per_epoch or self.finished()
 
     def close(self) -> None:
         """On every way out: an error still waits for the save in flight."""
+        self.profiler.close()
         self.checkpointer.close()
         self.logger.close()
         self.lock.release()
@@ -124,8 +135,9 @@ def start(cfg: Config, info: dist.DistInfo, account: TimeAccount, stop: StopFlag
         guard=StepGuard(info, stop, checkpointer), checkpointer=checkpointer, batches=batches, logger=logger,
         lock=lock, train_model=train_model, normalize=Normalize(info.device, cfg.model.channels_last),
         autocast=step.autocast_for(info.device, cfg.amp),
-        criterion=torch.nn.CrossEntropyLoss(ignore_index=step.IGNORE, label_smoothing=cfg.train.label_smoothing),
-        meter=StepMeter(info.device, cfg.train.batch_size, account), start_step=ts.pos.step,
+        mixing=build_mixing(cfg.mix, num_classes, cfg.train.label_smoothing, cfg.seed),
+        meter=StepMeter(info.device, cfg.train.batch_size, account),
+        profiler=build_profiler(cfg.run.profile_steps, run_dir, info.rank, logger.log_trace), start_step=ts.pos.step,
         pace=float(os.environ.get(STEP_DELAY_ENV, 0)),
     )
 
@@ -135,6 +147,7 @@ def _state(cfg: Config, info: dist.DistInfo, num_classes: int, train_samples: in
     """The model, optimizer and scaler, fresh or resumed from the checkpoint the main rank picks (every rank
     resumes from the same file)."""
     check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
+    check_input_size(cfg.model, num_classes, cfg.data.eval_size)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = to_memory_format(build_model(cfg.model, num_classes).to(info.device), cfg.model.channels_last)
     ts = TrainState(model, optim.build_optimizer(cfg.optim, model),
@@ -142,7 +155,8 @@ def _state(cfg: Config, info: dist.DistInfo, num_classes: int, train_samples: in
                     plan=data_plan(seed=cfg.seed, world_size=info.world_size, workers=cfg.data.workers,
                                    batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer,
                                    train_samples=train_samples, steps_per_epoch=steps_per_epoch,
-                                   accum_steps=cfg.train.accum_steps))
+                                   accum_steps=cfg.train.accum_steps),
+                    ema=ModelEma(model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema_decay else None)
     found = checkpoint.load_latest(ckpt_dir) if (cfg.checkpoint.resume and info.is_main) else None
     chosen = dist.broadcast_object(str(found[0]) if found else None, info)
     if chosen:

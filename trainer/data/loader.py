@@ -120,7 +120,7 @@ class TrainStream(IterableDataset):
         # ranks trains on the same samples as more ranks without it.
         self.accum = accum_steps
         self.end_epoch = epoch + 1 if end_epoch is None else end_epoch
-        self.preset = TrainPreset(cfg.image_size, cfg.reduced_decode_margin)
+        self.preset = TrainPreset.from_config(cfg)
 
     def _raw(self, epoch: int, slot: int, n_slots: int) -> Iterator[tuple[Sample, int]]:
         order = list(range(len(self.split.urls)))

@@ -1,4 +1,7 @@
-"""One logger interface for the loop: `log(metrics, step)`, `log_samples`, `log_checkpoint`, `close()`.
+"""One logger interface for the loop: `log(metrics, step)`, `log_samples`, `log_checkpoint`, `log_trace`, `close()`.
+
+A metric whose value is a list of row dicts (e.g. val/worst_classes) is a W&B table; metrics.jsonl and the
+console keep the scalars only.
 
 The main rank fans out to progress output (progress.py), `metrics.jsonl` and W&B (wandb_logger.py);
 other ranks get a NullLogger, so callers never ask "am I rank 0?".
@@ -30,6 +33,9 @@ class Logger(Protocol):
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None: ...
 
+    def log_trace(self, path: Path) -> None:
+        """A torch.profiler trace written in run.dir (monitoring/profiler.py)."""
+
     def preempting(self) -> None:
         """A stop signal arrived (the run saves and exits to be resumed). Never raises."""
 
@@ -45,6 +51,8 @@ class Backend(Protocol):
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None: ...
 
+    def log_trace(self, path: Path) -> None: ...
+
     def preempting(self) -> None: ...
 
     def close(self) -> None: ...
@@ -58,6 +66,9 @@ class NullLogger:
         pass
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
+        pass
+
+    def log_trace(self, path: Path) -> None:
         pass
 
     def preempting(self) -> None:
@@ -92,6 +103,9 @@ class JsonlLogger:
 
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
         pass
+
+    def log_trace(self, path: Path) -> None:
+        pass  # the trace is a file in run.dir already
 
     def preempting(self) -> None:
         pass
@@ -145,6 +159,10 @@ class MultiLogger:
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
         for backend in self.backends:
             backend.log_checkpoint(path, step, best)
+
+    def log_trace(self, path: Path) -> None:
+        for backend in self.backends:
+            backend.log_trace(path)
 
     def preempting(self) -> None:
         for backend in self.backends:

@@ -59,6 +59,9 @@ class ProgressLogger:
     def log_checkpoint(self, path: Path, step: int, best: bool = False) -> None:
         pass
 
+    def log_trace(self, path: Path) -> None:
+        pass
+
     def preempting(self) -> None:
         pass
 

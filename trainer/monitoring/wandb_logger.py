@@ -136,6 +136,10 @@ class WandbLogger:
         except Exception as e:
             log.warning("W&B could not log the profiler trace %s (%s: %s)", path, type(e).__name__, e)
 
+    def _table(self, rows: list[dict[str, Any]]) -> Any:
+        columns = list(rows[0])
+        return self.wandb.Table(columns=list[str | int](columns), data=[[r.get(c) for c in columns] for r in rows])
+
     def close(self) -> None:
         # Called from the loop's `finally`: an exception on its way out marks the W&B run failed.
         exc = sys.exc_info()[1]
@@ -158,6 +162,7 @@ class WandbLogger:
         if self.broken:
             return
         try:
+            row = {k: self._table(v) if _is_rows(v) else v for k, v in row.items()}
             self.run.log(row, step=self.step, commit=True)
         except Exception as e:  # e.g. W&B's service process died: stop logging there, keep training
             self.broken = True
@@ -167,6 +172,11 @@ class WandbLogger:
         tmp = self.run_dir / (STEP_FILE + ".tmp")
         tmp.write_text(f"{self.step}\n")
         os.replace(tmp, self.run_dir / STEP_FILE)
+
+
+def _is_rows(value: Any) -> bool:
+    """A list of row dicts (e.g. val/worst_classes): logged as a W&B table."""
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
 
 
 def _read_int(path: Path) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 
 from trainer import config
 from trainer.ema import ModelEma
+from trainer.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,20 @@ class TrainState:
     ema: ModelEma | None = None  # train.ema_decay > 0: the weights' moving average, saved and resumed with them
 
     def record_val(self, val: dict[str, float] | None) -> bool:
-        """Note an epoch's validation metrics; whether val/top1 is the best so far (the first one is)."""
-        improved = val is not None and (self.best_top1 is None or val["val/top1"] > self.best_top1)
+        """Note an epoch's validation metrics; whether their top-1 is the best so far (the first one is). With
+        an EMA it is the better of val/top1 and val_ema/top1: best.pt holds both weights either way."""
+        if val is None:
+            return False
+        top1 = max(val[k] for k in ("val/top1", "val_ema/top1") if k in val)
+        improved = self.best_top1 is None or top1 > self.best_top1
         if improved:
-            assert val is not None
-            self.best_top1 = val["val/top1"]
+            self.best_top1 = top1
         return improved
+
+    def update_ema(self) -> None:
+        """After each optimizer step (pos.step counts it): the EMA, if train.ema_decay, moves toward the weights."""
+        if self.ema is not None:
+            self.ema.update(self.model, self.pos.step)
 
     def to_checkpoint(self, val: dict[str, float] | None = None) -> dict[str, Any]:
         return {
@@ -142,6 +151,17 @@ class TrainState:
         elif saved:
             log.info("%s holds fp16 loss-scaling state (scale %g); this run does not scale losses (amp is not "
                      "fp16), so it is not used", source, saved.get("scale", float("nan")))
+
+
+def stored_weights(state: dict[str, Any], source: str, ema: bool = False) -> dict[str, Any]:
+    """The model's state_dict from a checkpoint, or with `ema` its EMA's (train.ema_decay); a CheckpointError
+    naming the file when the checkpoint holds none."""
+    key = "ema" if ema else "model"
+    weights = state.get(key)
+    if not isinstance(weights, dict):
+        hint = " (it was trained with train.ema_decay=0: leave out --ema)" if ema else ""
+        raise CheckpointError(f"checkpoint {source} holds no {'EMA ' if ema else ''}weights ('{key}'){hint}")
+    return weights
 
 
 def stored_config(state: dict[str, Any], source: str, overrides: Sequence[str] = ()) -> config.Config:
