@@ -203,10 +203,19 @@ def load(path: Path) -> dict:
 
 
 def assert_bitwise_equal(a: dict, b: dict) -> None:
-    """Every tensor of two final checkpoints' model state_dicts (and momentum buffers) is identical."""
-    assert a["model"].keys() == b["model"].keys()
-    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
-    assert not differ, f"{len(differ)} of {len(a['model'])} model tensors differ, e.g. {differ[:5]}"
-    mom_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-    mom_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-    assert len(mom_a) == len(mom_b) and all(torch.equal(x, y) for x, y in zip(mom_a, mom_b))
+    """Every tensor of two final checkpoints' model state_dicts, optimizer state (momentum buffers) and EMA
+    weights (train.ema_decay) is identical."""
+    for key in ("model", "ema"):
+        assert (a.get(key) is None) == (b.get(key) is None), f"only one checkpoint has {key!r}"
+        if a.get(key) is None:
+            continue
+        assert a[key].keys() == b[key].keys()
+        differ = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+        assert not differ, f"{len(differ)} of {len(a[key])} {key} tensors differ, e.g. {differ[:5]}"
+    state_a, state_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys() and state_a
+    for i in state_a:
+        assert state_a[i].keys() == state_b[i].keys()
+        differ = [k for k, v in state_a[i].items()
+                  if not torch.equal(torch.as_tensor(v), torch.as_tensor(state_b[i][k]))]
+        assert not differ, f"optimizer state {differ} of parameter {i} differs"

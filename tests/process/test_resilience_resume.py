@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.resilience_procs import (
     Run,
@@ -176,3 +177,42 @@ def test_world_size_change_continues_at_the_next_epoch_with_a_warning(shards: Pa
     assert (final["epoch"], final["step_in_epoch"], final["val"]["val/count"]) == (EPOCHS, 0, 12)
     by_time = [int(n) for n in re.findall(r"saved checkpoint \S+/step-(\d+)\.pt\n", log)]
     assert {7, 9, 11} <= set(by_time)  # odd steps: not checkpoint.every_steps=2, so the clock's doing
+
+
+# Every recipe option that draws randomly or keeps state, at once: LARS (momentum), the linear scaling rule
+# with a poly schedule and warmup, 2 micro-batches per step, the EMA, Mixup/CutMix with label smoothing,
+# TrivialAugment and random erasing.
+RECIPE = ("optim.name=lars", "optim.lr=0.2", "optim.lr_base_batch=4", "schedule.name=poly",
+          "schedule.warmup_epochs=0.5", "train.accum_steps=2", "train.ema_decay=0.9", "mix.mixup_alpha=0.8",
+          "mix.cutmix_alpha=1.0", "train.label_smoothing=0.1", "data.auto_augment=trivialaugment",
+          "data.random_erasing=0.5", EVERY)
+
+
+def test_every_recipe_option_at_once_resumes_bitwise_after_a_stop_and_a_sigkill(shards: Path, tmp_path: Path):
+    reference = tmp_path / "reference"
+    run = Run(torchrun(shards, reference, *RECIPE), tmp_path / "reference.log")
+    assert run.finish() == 0, run.text()[-4000:]
+
+    run_dir = tmp_path / "interrupted"
+    # SIGTERM to one rank in epoch 0: all ranks save at the next step boundary (an accumulation finishes first)
+    run = Run(torchrun(shards, run_dir, *RECIPE, launcher=SIGNALS), tmp_path / "interrupted-1.log")
+    run.wait_until("step 1", past_step(run_dir, 1))
+    os.kill(run.rank_pids()[1], signal.SIGTERM)
+    assert run.finish() == 1 and set(_stops(run.text()).values()) == {stopped := checkpoint_steps(run_dir)[-1]}
+    assert 0 < stopped < STEPS_PER_EPOCH, run.text()[-3000:]
+    # resume, then SIGKILL every process once a mid-epoch-1 checkpoint exists
+    run = Run(torchrun(shards, run_dir, *RECIPE), tmp_path / "interrupted-2.log")
+    run.wait_until("the step-8 checkpoint", lambda: 8 in checkpoint_steps(run_dir))
+    run.kill()
+    run = Run(torchrun(shards, run_dir, *RECIPE), tmp_path / "interrupted-3.log")
+    assert run.finish() == 0, run.text()[-4000:]
+    resumed = re.search(r"resumed from \S+/step-(\d+)\.pt at step \d+ \(epoch 1, batch (\d)", run.text())
+    assert resumed and int(resumed.group(1)) >= 8 and resumed.group(2) != "0", run.text()[-3000:]
+
+    name = f"step-{FINAL:09d}.pt"
+    final, expected = load(run_dir / "checkpoints" / name), load(reference / "checkpoints" / name)
+    assert_bitwise_equal(final, expected)  # weights, LARS momentum and EMA weights
+    assert final["data"]["accum_steps"] == 2 and final["config"]["optim"]["name"] == "lars"
+    ema, model = final["ema"], final["model"]
+    assert any(not torch.equal(ema[k], model[k]) for k in model if model[k].is_floating_point())  # a real average
+    assert {"val_ema/top1", "val/top1"} <= final["val"].keys()
