@@ -1,6 +1,6 @@
 """Gradient accumulation (train.accum_steps): one process accumulating 2 micro-batches trains the weights
 of 2 torchrun ranks with the same global batch, because micro-batch j is the batch rank j would read and
-its dropout masks are rank j's.
+its dropout masks and Mixup/CutMix draws are rank j's.
 
 Real runs on the 48-image fixture: global batch 8, 2 workers, 2 epochs of 6 steps.
 """
@@ -20,10 +20,13 @@ pytestmark = pytest.mark.timeout(300)
 FINAL = "step-000000012.pt"
 
 
-def test_accumulating_two_micro_batches_on_one_rank_gives_the_weights_of_two_ranks(shards: Path, tmp_path: Path):
-    two_ranks = Run(torchrun(shards, tmp_path / "ranks"), tmp_path / "ranks.log")
+@pytest.mark.parametrize("recipe", [(), ("mix.mixup_alpha=0.8", "mix.cutmix_alpha=1.0", "train.label_smoothing=0.1")],
+                         ids=["plain", "mixup-cutmix"])  # each micro-batch mixes as its virtual rank would
+def test_accumulating_two_micro_batches_on_one_rank_gives_the_weights_of_two_ranks(shards: Path, tmp_path: Path,
+                                                                                   recipe: tuple[str, ...]):
+    two_ranks = Run(torchrun(shards, tmp_path / "ranks", *recipe), tmp_path / "ranks.log")
     assert two_ranks.finish() == 0, two_ranks.text()[-3000:]
-    one_rank = Run([sys.executable, *trainer_args(shards, tmp_path / "accum", "train.accum_steps=2")],
+    one_rank = Run([sys.executable, *trainer_args(shards, tmp_path / "accum", "train.accum_steps=2", *recipe)],
                    tmp_path / "accum.log")
     assert one_rank.finish() == 0, one_rank.text()[-3000:]
     ranks, accum = load(tmp_path / "ranks" / "checkpoints" / FINAL), load(tmp_path / "accum" / "checkpoints" / FINAL)

@@ -76,8 +76,8 @@ def jsonl(run_dir: Path) -> list[dict]:
 
 def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shards: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    out = run(trainer(shards, run_dir, "wandb.log_checkpoints=true", "wandb.tags=a,b", "wandb.group=g"),
-              wandb_env(tmp_path))
+    out = run(trainer(shards, run_dir, "wandb.log_checkpoints=true", "wandb.tags=a,b", "wandb.group=g",
+                      "run.profile_steps=2-4"), wandb_env(tmp_path))
     (wb,) = offline_runs(run_dir)
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert [r.run_id for r in records(wb, "run")] == [run_id] and wb.name.endswith(run_id)
@@ -97,6 +97,12 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
     (val,) = [r for r in history if "val/top1" in r]
     assert val["trainer/step"] == STEPS and val["val/count"] == CLASSES * VAL_PER_CLASS
     assert 0 <= val["val/top1"] <= val["val/top5"] <= 1 and val["val/loss"] > 0
+    # The worst classes by top-1 as a W&B table: every class of the fixture (fewer than ten), lowest first.
+    assert val["val/worst_classes/_type"] == "table-file" and val["val/worst_classes/nrows"] == CLASSES
+    table = json.loads((wb / "files" / val["val/worst_classes/path"]).read_text())
+    assert table["columns"] == ["class", "name", "top1", "count"] and len(table["data"]) == CLASSES
+    assert [r[2] for r in table["data"]] == sorted(r[2] for r in table["data"])
+    assert {r[3] for r in table["data"]} == {VAL_PER_CLASS} and "val/worst_classes" not in jsonl(run_dir)[-1]
     assert [r["_step"] for r in history] == list(range(len(history)))  # W&B's own axis: no gaps, no repeats
     assert (run_dir / "wandb_step").read_text().strip() == str(len(history))
 
@@ -123,13 +129,23 @@ def test_offline_run_holds_metrics_config_samples_and_checkpoint_artifacts(shard
 
     # The epoch's checkpoint as one artifact version, tagged latest and best; the file W&B staged is the
     # checkpoint itself.
-    (artifact,) = records(wb, "artifact")
+    (artifact,) = [a for a in records(wb, "artifact") if a.type == "model"]
     ckpt = run_dir / "checkpoints" / f"step-{STEPS:09d}.pt"
     assert (artifact.name, artifact.type) == (f"checkpoint-{run_id}", "model")
     assert set(artifact.aliases) == {"latest", "best", f"step-{STEPS}"}
     (content,) = artifact.manifest.contents
     assert (content.path, content.size) == (ckpt.name, ckpt.stat().st_size)
     assert [e.exit_code for e in records(wb, "exit")] == [0]
+
+    # run.profile_steps=2-4: a Chrome trace of optimizer steps 2 and 3, each with its data wait and its
+    # step as named ranges, in run.dir/profile/ and as a W&B artifact.
+    (trace,) = (run_dir / "profile").glob("*.json")
+    assert trace.name == "trace-rank0-steps2-4.json"
+    names = [e.get("name") for e in json.loads(trace.read_text())["traceEvents"]]
+    assert {"ProfilerStep#2", "ProfilerStep#3"} <= set(names) and "ProfilerStep#4" not in names
+    assert names.count("data_wait") == 2 and names.count("step") == 2
+    (profile,) = [a for a in records(wb, "artifact") if a.type == "profile"]
+    assert profile.name == f"profile-{run_id}" and [c.path for c in profile.manifest.contents] == [trace.name]
 
     # Not a terminal: one plain line per log call, with progress and ETA; sync instructions at the end.
     assert re.search(r"^step +2/6 \(33\.3%\) eta \d+:\d\d:\d\d  train/loss=", out.stdout, re.M), out.stdout

@@ -24,6 +24,7 @@ BATCH, STEPS = 8, 3
 STEPS_PER_EPOCH = CLASSES * TRAIN_PER_CLASS // BATCH
 VAL_IMAGES = CLASSES * VAL_PER_CLASS
 REFERENCE, FAST = ROOT / "configs" / "alexnet_imagenet.yaml", ROOT / "configs" / "alexnet_fast.yaml"
+MODERN = ROOT / "configs" / "alexnet_modern.yaml"
 
 
 def train(recipe: Path, shards: Path, run_dir: Path, *overrides: str) -> Path:
@@ -57,6 +58,13 @@ def fast_run(shards, tmp_path_factory) -> Path:
     # torch.compile stays off here: inductor took 85 s for the first step and 36 s for the eval graph
     # on this 2-core CPU. bf16 autocast, channels_last, warmup, cosine, label smoothing all run.
     return train(FAST, shards, tmp_path_factory.mktemp("fast"), "model.compile=false")
+
+
+@pytest.fixture(scope="module")
+def modern_run(shards, tmp_path_factory) -> Path:
+    # TrivialAugment, random erasing, Mixup/CutMix, label smoothing, the EMA, train at 200 and test at 224,
+    # bf16 and channels_last: all of it runs on the CPU
+    return train(MODERN, shards, tmp_path_factory.mktemp("modern"), "model.compile=false")
 
 
 def test_reference_recipe_is_torchvisions_schedule_and_trains(reference_run: Path):
@@ -142,3 +150,55 @@ def test_export_gives_the_checkpoints_logits(reference_run: Path, tmp_path: Path
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["num_classes"], meta["image_size"], meta["step"]) == (1000, 224, STEPS)
     assert len(meta["class_names"]) == CLASSES
+
+
+def test_modern_recipe_trains_with_its_scaled_lr_and_validates_the_ema(modern_run: Path):
+    cfg = config.load(MODERN)
+    # the linear scaling rule: optim.lr is for optim.lr_base_batch images, scaled to this run's batch of 8,
+    # then warmed up over warmup_epochs
+    base = cfg.optim.lr * BATCH / cfg.optim.lr_base_batch
+    warmup_steps = cfg.schedule.warmup_epochs * STEPS_PER_EPOCH
+    train_rows = [r for r in rows(modern_run) if "train/loss" in r]
+    assert [r["train/lr"] for r in train_rows] == pytest.approx([base * s / warmup_steps for s in (1, 2, 3)])
+    assert all(math.isfinite(r["train/loss"]) for r in train_rows)
+    val = logged_val(modern_run)
+    assert val["val/count"] == val["val_ema/count"] == VAL_IMAGES
+    state = torch.load(final_checkpoint(modern_run), weights_only=True)
+    assert state["ema"].keys() == state["model"].keys() and state["best_val_top1"] == max(val["val/top1"],
+                                                                                          val["val_ema/top1"])
+
+
+def test_evaluate_ema_at_the_test_resolution_equals_what_the_run_logged(modern_run: Path):
+    result = evaluate("--checkpoint", str(final_checkpoint(modern_run)), "--ema")
+    logged = logged_val(modern_run)
+    assert result["ema"] is True and result["tta"] == "none"
+    assert {k: result[k] for k in ("val/loss", "val/top1", "val/top5", "val/count")} == \
+        {k: logged[k.replace("val/", "val_ema/")] for k in ("val/loss", "val/top1", "val/top5", "val/count")}
+    assert len(result["val/per_class_top1"]) == 1000  # the recipe's model.num_classes
+    assert sum(c is not None for c in result["val/per_class_top1"]) == CLASSES
+    assert [w["count"] for w in result["val/worst_classes"]] == [VAL_PER_CLASS] * CLASSES
+
+
+def test_evaluate_with_ten_crops_averages_over_ten_views(modern_run: Path):
+    plain = evaluate("--checkpoint", str(final_checkpoint(modern_run)))
+    ten = evaluate("--checkpoint", str(final_checkpoint(modern_run)), "--tta", "ten_crop")
+    assert ten["tta"] == "ten_crop" and ten["val/count"] == plain["val/count"] == VAL_IMAGES
+    assert ten["val/loss"] != plain["val/loss"]  # another prediction: the mean of 10 softmaxes
+
+
+def test_ema_of_a_run_without_one_is_refused_naming_the_file(reference_run: Path):
+    ckpt = final_checkpoint(reference_run)
+    with pytest.raises(AssertionError, match=rf"exited 2[\s\S]*checkpoint {re.escape(str(ckpt))} holds no EMA weights"):
+        run_module("trainer.evaluate", "--checkpoint", str(ckpt), "--ema")
+
+
+def test_export_ema_writes_the_ema_weights(modern_run: Path, tmp_path: Path):
+    out = tmp_path / "ema.pt"
+    result = json.loads(run_module("trainer.export", "--checkpoint", str(final_checkpoint(modern_run)), "--ema",
+                                   "--out", str(out), timeout=240).stdout.strip().splitlines()[-1])
+    assert result["check"]["max_abs_logit_diff"] == {"state_dict": 0.0, "program": 0.0}
+    ema = torch.load(final_checkpoint(modern_run), weights_only=True)["ema"]
+    exported = torch.load(out, weights_only=True)
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert (meta["ema"], meta["image_size"], meta["eval_resize"]) == (True, 224, 232)

@@ -101,8 +101,10 @@ def test_train_preset_equals_render_of_a_whole_decode(height, width):
         assert torch.equal(preset(data, random.Random(i)), want), (i, plan)
 
 
-@pytest.mark.parametrize("height,width", [(375, 500), (500, 375), (256, 341), (1100, 1300), (300, 301), (224, 900)])
-@pytest.mark.parametrize("size,resize", [(224, 256), (224, 224), (32, 36)])
+# (150, 91) at 232/232, the ten-crop square: upscaled, its short side's scale x 91 is 231.99999999999997
+@pytest.mark.parametrize("height,width", [(375, 500), (500, 375), (256, 341), (1100, 1300), (300, 301), (224, 900),
+                                          (150, 91)])
+@pytest.mark.parametrize("size,resize", [(224, 256), (224, 224), (32, 36), (232, 232)])
 def test_eval_window_equals_a_whole_image_resize(height, width, size, resize):
     """The eval preset decodes and resizes only the rows and columns up to the centre crop's far edges; the
     pixels are those of resizing the whole image, then cropping (torchvision's order)."""

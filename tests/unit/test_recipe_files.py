@@ -34,4 +34,4 @@ def test_the_modern_recipe_switches_everything_on():
     cfg = config.load(ROOT / "configs" / "alexnet_modern.yaml")
     assert cfg.data.auto_augment == "trivialaugment" and cfg.data.random_erasing > 0
     assert cfg.mix.enabled and cfg.train.ema_decay > 0 and cfg.train.label_smoothing > 0
-    assert cfg.schedule.name == "cosine" and (cfg.data.image_size, cfg.data.eval_size) == (176, 224)
+    assert cfg.schedule.name == "cosine" and (cfg.data.image_size, cfg.data.eval_size) == (200, 224)

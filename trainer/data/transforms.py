@@ -129,6 +129,8 @@ def _resize(region: torch.Tensor, size: tuple[int, int] | None = None,
             scale: tuple[float, float] | None = None) -> torch.Tensor:
     """(1, h, w, 3) uint8 -> (H, W, 3) view, to `size` or by `scale`: bilinear with antialias, as PIL and
     torchvision."""
+    if scale is not None:  # out/n x n can land just under the integer out (231.99999999999997): interpolate
+        scale = (scale[0] * (1 + 1e-9), scale[1] * (1 + 1e-9))  # floors it, one row short; 1e-9 moves no pixel
     x = F.interpolate(region.permute(0, 3, 1, 2), size=size, scale_factor=scale, mode="bilinear", antialias=True,
                       align_corners=False, recompute_scale_factor=False if scale else None)
     return x[0].permute(1, 2, 0)
