@@ -80,8 +80,8 @@ class DataConfig:
     # logged with its shard and key and left out of the loss (its label becomes -100, the loss's
     # ignore_index), so batches keep their size and ranks their step counts
     max_bad_samples: int = ranged(10, ge=0)
-    # after crop and flip, on the uint8 crop (trainer/data/augment.py), every draw from the sample's seed
-    # (data.decode=cpu only):
+    # after crop and flip, on the uint8 crop (trainer/data/augment.py), every draw from the sample's seed;
+    # with data.decode=gpu the worker draws and the device applies:
     # "trivialaugment" (TrivialAugmentWide, Mueller & Hutter 2021), "randaugment" (Cubuk et al. 2020)
     auto_augment: Literal["none", "trivialaugment", "randaugment"] = "none"
     randaugment_ops: int = ranged(2, ge=1, le=14)  # auto_augment=randaugment: ops applied to each image
@@ -105,9 +105,6 @@ class DataConfig:
             raise ConfigError(f"data.eval_resize={self.eval_resize} must be >= {which}={self.eval_size}: "
                               "the evaluation centre crop is taken from the resized image (0: scale it with "
                               "the crop, 256/224)")
-        if self.decode == "gpu" and (self.auto_augment != "none" or self.random_erasing > 0):
-            raise ConfigError("data.auto_augment and data.random_erasing run on the CPU path only: use "
-                              "data.decode=cpu with them (data.decode=gpu renders crops and flips only)")
         if self.auto_augment != "randaugment" and (self.randaugment_ops, self.randaugment_magnitude) != (2, 9):
             raise ConfigError(f"data.randaugment_ops/randaugment_magnitude apply only to data.auto_augment="
                               f"randaugment (it is {self.auto_augment!r})")

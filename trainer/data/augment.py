@@ -1,5 +1,7 @@
 """TrivialAugmentWide, RandAugment and random erasing on a uint8 crop, every draw from the sample's own
 `random.Random` (never torch's global RNG), so a sample's pixels do not depend on the worker or the resume.
+Drawing (`Augment.draw`, in the worker) and applying (`Draw.apply`, on the CPU or the GPU) are apart, so that
+data.decode=gpu augments the same samples alike.
 
 The op tables and magnitude bins mirror torchvision.transforms.v2's TrivialAugmentWide and RandAugment
 (tests/unit/test_augment.py compares them); the ops are torchvision.transforms.v2.functional's.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -75,6 +78,25 @@ def apply_op(img: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
     return adjust[name]()
 
 
+class Draw(NamedTuple):
+    """One sample's augmentation, drawn from its rng and applied apart from the drawing: on the CPU in the
+    worker, or for data.decode=gpu on the device (the worker draws, the rank's decoder applies)."""
+
+    ops: tuple[tuple[str, float], ...]  # (op name, signed magnitude), applied in order
+    erase: tuple[int, int, int, int] | None  # (top, left, h, w) filled with the mean colour
+
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
+        """A (3, H, W) uint8 image on any device -> the augmented image (a new tensor, or `img` unchanged)."""
+        for name, magnitude in self.ops:
+            img = apply_op(img, name, magnitude)
+        if self.erase is not None:
+            top, left, h, w = self.erase
+            img = img.clone()
+            fill = torch.tensor(MEAN_RGB, dtype=torch.uint8).view(3, 1, 1)
+            img[:, top:top + h, left:left + w] = fill.to(img.device, non_blocking=True)
+        return img
+
+
 class AutoAugment:
     """data.auto_augment: "trivialaugment" (one op, a random bin) or "randaugment" (num_ops ops at one bin)."""
 
@@ -83,10 +105,11 @@ class AutoAugment:
         self.space_of = trivial_space if kind == "trivialaugment" else rand_space
         self.spaces: dict[tuple[int, int], Space] = {}
 
-    def __call__(self, img: torch.Tensor, rng: random.Random) -> torch.Tensor:
-        size = (img.shape[-2], img.shape[-1])
-        space = self.spaces.get(size) or self.spaces.setdefault(size, self.space_of(*size))
+    def draw(self, rng: random.Random, height: int, width: int) -> tuple[tuple[str, float], ...]:
+        space = self.spaces.get((height, width)) or self.spaces.setdefault((height, width),
+                                                                          self.space_of(height, width))
         names = list(space)
+        ops = []
         for _ in range(1 if self.kind == "trivialaugment" else self.num_ops):
             name = names[rng.randrange(len(names))]
             bins, signed = space[name]
@@ -95,8 +118,11 @@ class AutoAugment:
                 magnitude = bins[rng.randrange(NUM_BINS) if self.kind == "trivialaugment" else self.magnitude]
                 if signed and rng.random() <= 0.5:
                     magnitude = -magnitude
-            img = apply_op(img, name, magnitude)
-        return img
+            ops.append((name, magnitude))
+        return tuple(ops)
+
+    def __call__(self, img: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        return Draw(self.draw(rng, img.shape[-2], img.shape[-1]), None).apply(img)
 
 
 def erase_box(rng: random.Random, height: int, width: int) -> tuple[int, int, int, int] | None:
@@ -113,20 +139,21 @@ def erase_box(rng: random.Random, height: int, width: int) -> tuple[int, int, in
 
 
 class Augment:
-    """What runs on each training crop after crop and flip: `augment(slot, rng)` changes the (H, W, 3) slot."""
+    """What runs on each training crop after crop and flip. `draw(rng, h, w)` continues the sample's rng
+    after the crop's and the flip's draws; `augment(slot, rng)` draws and applies to an (H, W, 3) slot."""
 
     def __init__(self, auto: AutoAugment | None, erasing: float) -> None:
         self.auto, self.erasing = auto, erasing
-        self.fill = torch.tensor(MEAN_RGB, dtype=torch.uint8)
+
+    def draw(self, rng: random.Random, height: int, width: int) -> Draw:
+        ops = self.auto.draw(rng, height, width) if self.auto is not None else ()
+        erase = erase_box(rng, height, width) if self.erasing and rng.random() < self.erasing else None
+        return Draw(ops, erase)
 
     def __call__(self, slot: torch.Tensor, rng: random.Random) -> None:
-        if self.auto is not None:
-            slot.copy_(self.auto(slot.permute(2, 0, 1), rng).permute(1, 2, 0))
-        if self.erasing and rng.random() < self.erasing:
-            box = erase_box(rng, slot.shape[0], slot.shape[1])
-            if box is not None:
-                top, left, h, w = box
-                slot[top:top + h, left:left + w] = self.fill
+        draw = self.draw(rng, slot.shape[0], slot.shape[1])
+        if draw.ops or draw.erase:
+            slot.copy_(draw.apply(slot.permute(2, 0, 1)).permute(1, 2, 0))
 
 
 def from_config(cfg: DataConfig) -> Augment | None:

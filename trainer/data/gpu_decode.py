@@ -1,8 +1,9 @@
 """`data.decode: gpu`: DataLoader workers only read shards and draw each sample's `Plan`; the rank's process
 decodes each batch with nvJPEG in one call (torchcodec's decode_jpeg; torchvision's only where torchcodec
 is missing) and renders it (gpu_render.py), on a stream of its own in a background thread, two batches
-ahead (gpu_prefetch.py). The plans come from the same per-sample RNG as on the CPU path, so both paths
-augment alike and resume alike. Without CUDA it stops with an error naming data.decode.
+ahead (gpu_prefetch.py). The plans, and TrivialAugment / RandAugment / random erasing draws, come from the
+same per-sample RNG as on the CPU path, so both paths augment alike and resume alike; the device applies
+the draws to the rendered uint8 crops. Without CUDA it stops with an error naming data.decode.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import simplejpeg
 import torch
 
+from trainer.data.augment import Draw
 from trainer.data.gpu_prefetch import CudaStreams, Prefetcher, Streams
 from trainer.data.gpu_render import geometry, render_batch
 from trainer.data.transforms import Plan, shared_empty
@@ -43,10 +45,11 @@ class JpegBatch(NamedTuple):
     labels: torch.Tensor  # int64 [B]; IGNORE where the worker could not read the header
     keys: list[str]
     shards: list[str]
+    draws: list[Draw | None]  # each sample's augmentation (data.auto_augment, data.random_erasing), or None
 
 
 def pack(samples: Iterable[tuple[bytes, Plan, int, int]], labels: list[int], keys: Sequence[str],
-         shards: Sequence[str], margin: float) -> JpegBatch:
+         shards: Sequence[str], margin: float, draws: Sequence[Draw | None] = ()) -> JpegBatch:
     """Worker side: (jpeg bytes, plan, height, width) per sample -> one JpegBatch. `margin` is the preset's
     data.reduced_decode_margin: the GPU renders the same 1/k crop boxes as the CPU path."""
     blobs, rows = [], []
@@ -59,7 +62,8 @@ def pack(samples: Iterable[tuple[bytes, Plan, int, int]], labels: list[int], key
     for blob, start, end in zip(blobs, offsets[:-1], offsets[1:]):
         view[start:end] = np.frombuffer(blob, dtype=np.uint8)
     return JpegBatch(packed, torch.from_numpy(offsets), torch.tensor(rows, dtype=torch.int64),
-                     torch.tensor(labels, dtype=torch.int64), list(keys), list(shards))
+                     torch.tensor(labels, dtype=torch.int64), list(keys), list(shards),
+                     list(draws) or [None] * len(rows))
 
 
 def check_device(device: torch.device) -> None:
@@ -89,7 +93,9 @@ def default_decode() -> DecodeFn:
 
 class GpuDecoder:
     """JpegBatch -> (normalised float32 batch on the device, labels on the host), in one decode call
-    and one batched render; runs on whatever stream is current (the prefetcher's)."""
+    and one batched render; runs on whatever stream is current (the prefetcher's). A batch with
+    augmentation draws is rendered to uint8 instead (the CPU path's pixels), each draw applied on the
+    device, and left to the loop's Normalize."""
 
     def __init__(self, size: int, device: torch.device, channels_last: bool = True,
                  decode: DecodeFn | None = None) -> None:
@@ -113,7 +119,14 @@ class GpuDecoder:
             images = self.decode(blobs, self.device)
         except RuntimeError:  # one undecodable sample fails the whole call: find it, skip it as the CPU path does
             images, rows, labels = _decode_each(self.decode, blobs, batch, self.device)
-        return render_batch(images, rows, self.size, channels_last=self.channels_last), labels
+        if not any(batch.draws):
+            return render_batch(images, rows, self.size, channels_last=self.channels_last), labels
+        pixels = render_batch(images, rows, self.size, channels_last=self.channels_last, normalize=False)
+        crops = pixels.round_().clamp_(0, 255).to(torch.uint8)
+        for i, draw in enumerate(batch.draws):  # per image: torchvision's ops take one magnitude each
+            if draw is not None:
+                crops[i] = draw.apply(crops[i])
+        return crops, labels
 
 
 def _decode_each(decode: DecodeFn, blobs: list[torch.Tensor], batch: JpegBatch, device: torch.device

@@ -59,16 +59,19 @@ def axis_weights(full: torch.Tensor, k: torch.Tensor, start: torch.Tensor, n_in:
 
 
 def render_batch(images: Sequence[torch.Tensor], rows: torch.Tensor, size: int, *, channels_last: bool = True,
-                 chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+                 chunk_elements: int = CHUNK_ELEMENTS, normalize: bool = True) -> torch.Tensor:
     """Full-size (3, H, W) uint8 images (on one device) and their `geometry` rows (N, 12) -> the normalised
     float32 batch (N, 3, size, size) on that device, (x / 255 - mean) / std as Normalize computes it, never
-    rounded to uint8. Runs on the current stream (the loader's decode stream)."""
+    rounded to uint8 (with normalize=False: the float pixels, 0-255). Runs on the current stream (the
+    loader's decode stream)."""
     dev = images[0].device
     rows = rows.to(dev)
     out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=dev,
                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     scale, bias = 1 / (255 * std), -torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) / std
+    if not normalize:
+        scale, bias = torch.ones_like(scale), torch.zeros_like(bias)
     for chunk in _chunks([(im.shape[-2], im.shape[-1]) for im in images], chunk_elements):
         h_max, w_max = (max(images[i].shape[d] for i in chunk) for d in (-2, -1))
         padded = torch.zeros((len(chunk), 3, h_max, w_max), dtype=torch.uint8, device=dev)

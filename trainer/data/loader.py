@@ -205,8 +205,9 @@ def _batch(preset: TrainPreset | EvalPreset, items: list[Sample], rngs: Sequence
         good = [(s.data, *p) for s, p in zip(items, plans) if p is not None]
         if not good:
             raise DataError(f"no sample of a batch from shards {_shards_of(items)} can be decoded")
+        draws = [preset.draw(rng) for rng in rngs]  # each after its plan's draws, as on the CPU path
         return gpu_decode.pack(((s.data, *p) if p else good[0] for s, p in zip(items, plans)), labels,
-                               [s.key for s in items], [s.shard for s in items], preset.margin)
+                               [s.key for s in items], [s.shard for s in items], preset.margin, draws)
     images = empty_batch(len(items), preset.size)  # each image is decoded and resized into its slot
     done = [attempt(i, preset.render_into, s.data, rng, images[i]) for i, (s, rng) in enumerate(zip(items, rngs))]
     decoded = [i for i, d in enumerate(done) if d is not None]

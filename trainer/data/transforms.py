@@ -20,7 +20,7 @@ from torch.utils.data import get_worker_info
 
 from trainer.config import DataConfig
 from trainer.data import jpeg
-from trainer.data.augment import Augment
+from trainer.data.augment import Augment, Draw
 from trainer.data.augment import from_config as augment_from_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -152,6 +152,11 @@ class TrainPreset:
         height, width = jpeg.jpeg_size(data)
         return train_plan(rng, height, width, self.size), height, width
 
+    def draw(self, rng: random.Random | None) -> Draw | None:
+        """data.decode=gpu: the augmentation's draws, after the plan's (as `render_into` makes them), for the
+        device to apply; None without augmentation."""
+        return self.augment.draw(rng, self.size, self.size) if self.augment is not None and rng else None
+
     def render_into(self, data: bytes, rng: random.Random, out: torch.Tensor) -> torch.Tensor:
         """Write the image into `out`, a contiguous (size, size, 3) uint8 tensor (a slot of the batch)."""
         plan, height, width = self.plan(data, rng)
@@ -183,6 +188,9 @@ class EvalPreset:
     def plan(self, data: bytes, rng: random.Random | None = None) -> tuple[Plan, int, int]:
         height, width = jpeg.jpeg_size(data)
         return eval_plan(height, width, self.size, self.resize), height, width
+
+    def draw(self, rng: random.Random | None) -> None:
+        return None  # evaluation does not augment
 
     def render_into(self, data: bytes, rng: random.Random | None, out: torch.Tensor) -> torch.Tensor:
         """Write the image into `out`, a contiguous (size, size, 3) uint8 tensor (a slot of the batch).
