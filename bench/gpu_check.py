@@ -22,6 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The modern recipe's per-sample and per-step work (configs/alexnet_modern.yaml): TrivialAugment and random
+# erasing (applied on the device under data.decode=gpu), Mixup/CutMix, label smoothing and the EMA
+RECIPE = ("data.auto_augment=trivialaugment", "data.random_erasing=0.1", "mix.mixup_alpha=0.2",
+          "mix.cutmix_alpha=1.0", "train.label_smoothing=0.1", "train.ema_decay=0.999")
 ENV_CODE = """import json, subprocess, torch, torchvision
 try:
     import torchcodec; tc = torchcodec.__version__
@@ -134,6 +138,7 @@ class Check:
         self.step("shards", 120, self._shards)
         self.step("train_decode_cpu", 150, lambda t: self._train("cpu", t))
         self.step("train_decode_gpu", 150, lambda t: self._train("gpu", t), cuda_only=True)
+        self.step("train_recipe", 150, lambda t: self._train("gpu" if self.cuda else "cpu", t, *RECIPE))
         self.step("fp16_40_steps", 120, self._fp16, cuda_only=True)
         self.step("sigterm_resume", 150, self._sigterm_resume)
         self.step("evaluate", 90, self._evaluate)
@@ -154,10 +159,14 @@ class Check:
                  "--out", str(self.shards), "--shard-size", "16" if self.args.quick else "200"], timeout / 2)
         return {"shards": str(self.shards)}
 
-    def _train(self, decode: str, timeout: float) -> dict:
-        run = self.work / f"train-{decode}"
-        self.py(self.trainer(run, f"data.decode={decode}"), timeout)
-        return _metrics(run)
+    def _train(self, decode: str, timeout: float, *recipe: str) -> dict:
+        run = self.work / f"train-{decode}{'-recipe' if recipe else ''}"
+        self.py(self.trainer(run, f"data.decode={decode}", *recipe), timeout)
+        figures = _metrics(run)
+        if recipe:  # the EMA was validated beside the weights
+            val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_ema/" in line]
+            figures["val_ema/top1"] = val[-1]["val_ema/top1"] if val else None
+        return figures
 
     def _fp16(self, timeout: float) -> dict:
         run = self.work / "fp16"

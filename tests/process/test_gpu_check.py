@@ -31,3 +31,5 @@ def test_the_device_check_runs_on_the_cpu(tmp_path):
     resumed = rows["sigterm_resume"]["figures"]
     assert resumed["first_exit"] == 75 and resumed["resumed"] and resumed["final_step"] > resumed["stopped_at_step"]
     assert rows["evaluate"]["figures"]["val/count"] == 12
+    recipe = rows["train_recipe"]["figures"]  # augmentation, mixing and the EMA ran, and the EMA was validated
+    assert recipe["steps"] == 6 and recipe["images_per_s"] > 0 and 0 <= recipe["val_ema/top1"] <= 1
