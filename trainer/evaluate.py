@@ -55,10 +55,11 @@ def evaluate_checkpoint(state: dict[str, Any], cfg: config.Config, info: DistInf
     if manifest.val is None:
         raise DataError(f"{cfg.data.root}/_info.json has no validation split (splits.val) to evaluate on")
     num_classes = cfg.model.num_classes or len(manifest.class_names)
-    check_input_size(cfg.model, num_classes, cfg.data.eval_size)
+    check_input_size(cfg.model, num_classes, cfg.data.eval_size,
+                     "data.eval_image_size" if cfg.data.eval_image_size else "data.image_size")
     model = build_model(cfg.model, num_classes)
     try:
-        model.load_state_dict(stored_weights(state, "the checkpoint", ema))
+        model.load_state_dict(stored_weights(state, "the checkpoint given", ema))
     except RuntimeError as e:  # e.g. a dataset with another number of classes
         raise config.ConfigError(
             f"the checkpoint's weights do not fit model.name={cfg.model.name} with {num_classes} classes "
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint, args.overrides)
-        stored_weights(state, args.checkpoint, args.ema)  # refused here, before any process group
+        stored_weights(state, f"checkpoint {args.checkpoint}", args.ema)  # refused before any process group
     except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     if not _root_given(args.overrides) and not storage.is_local(cfg.data.root):

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = checkpoint.load(Path(args.checkpoint))
         cfg = stored_config(state, args.checkpoint)
-        weights = stored_weights(state, args.checkpoint, args.ema)
+        weights = stored_weights(state, f"checkpoint {args.checkpoint}", args.ema)
     except (CheckpointError, ConfigError) as e:
         parser.exit(2, f"error: {e}\n")
     meta = {

@@ -108,15 +108,16 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def check_input_size(cfg: ModelConfig, num_classes: int, image_size: int) -> None:
-    """Raise a ConfigError naming data.image_size when the model cannot take that input, rather than
-    failing at the first step. Built and run on the meta device: shapes only, no memory, no compute."""
+def check_input_size(cfg: ModelConfig, num_classes: int, image_size: int, key: str = "data.image_size") -> None:
+    """Raise a ConfigError naming `key` (data.image_size, or the evaluation crop's key) when the model cannot
+    take that input, rather than failing at the first step. Built and run on the meta device: shapes only,
+    no memory, no compute."""
     with torch.device("meta"):
         model = build_model(cfg, num_classes).eval()
     try:
         model(torch.zeros(1, 3, image_size, image_size, device="meta"))
     except RuntimeError as e:
-        raise ConfigError(f"data.image_size={image_size} does not fit model.name={cfg.name} ({e}); the seed "
+        raise ConfigError(f"{key}={image_size} does not fit model.name={cfg.name} ({e}); the seed "
                           "AlexNets take 224 only (their classifier expects 256x5x5 features)") from e
 
 

@@ -147,7 +147,7 @@ def _state(cfg: Config, info: dist.DistInfo, num_classes: int, train_samples: in
     """The model, optimizer and scaler, fresh or resumed from the checkpoint the main rank picks (every rank
     resumes from the same file)."""
     check_input_size(cfg.model, num_classes, cfg.data.image_size)  # e.g. AlexNet at 32 px: an error now
-    check_input_size(cfg.model, num_classes, cfg.data.eval_size)
+    check_input_size(cfg.model, num_classes, cfg.data.eval_size, "data.eval_image_size")
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = to_memory_format(build_model(cfg.model, num_classes).to(info.device), cfg.model.channels_last)
     ts = TrainState(model, optim.build_optimizer(cfg.optim, model),

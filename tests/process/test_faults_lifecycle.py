@@ -64,6 +64,8 @@ def test_ranks_exit_within_seconds_when_their_launcher_is_killed(shards: Path, t
 @pytest.mark.parametrize("overrides, named", [
     (["model.num_classes=2"], "has class index [23], outside 0..1"),  # labels 0..3 in the fixture
     (["model.name=alexnet", "data.image_size=32"], "data.image_size=32 does not fit model.name=alexnet"),
+    (["model.name=alexnet", "data.image_size=224", "data.eval_image_size=176", "data.eval_resize=0"],
+     "data.eval_image_size=176 does not fit model.name=alexnet"),  # FixRes beyond the seed classifier's range
     (["model.name=torchvision:no_such_net"], "model.name=torchvision:no_such_net: torchvision has no"),
 ])
 def test_values_that_fail_at_the_first_step_are_clear_errors(shards: Path, tmp_path: Path, overrides: list[str],
@@ -79,6 +81,9 @@ def test_values_that_fail_at_the_first_step_are_clear_errors(shards: Path, tmp_p
     ("run.dir=", "run.dir is empty"),
     ("data.shuffle_buffer=0", "data.shuffle_buffer must be > 0"),
     ("model.name=resnet", "model.name='resnet' is unknown"),
+    ("mix.prob=0.5", "mix.prob, mix.switch_prob and mix.off_epoch need mix.mixup_alpha > 0"),
+    ("optim.trust_coeff=0.01", "optim.lars_clip and optim.trust_coeff apply only to optim.name=lars"),
+    ("run.profile_steps=10-5", "run.profile_steps='10-5' must be \"FIRST-END\""),
 ])
 def test_config_values_are_refused_with_status_2(shards: Path, tmp_path: Path, override: str, named: str):
     env = {**ENV, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine that has one

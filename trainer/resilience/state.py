@@ -155,12 +155,12 @@ class TrainState:
 
 def stored_weights(state: dict[str, Any], source: str, ema: bool = False) -> dict[str, Any]:
     """The model's state_dict from a checkpoint, or with `ema` its EMA's (train.ema_decay); a CheckpointError
-    naming the file when the checkpoint holds none."""
+    naming `source` (e.g. "checkpoint PATH") when the checkpoint holds none."""
     key = "ema" if ema else "model"
     weights = state.get(key)
     if not isinstance(weights, dict):
         hint = " (it was trained with train.ema_decay=0: leave out --ema)" if ema else ""
-        raise CheckpointError(f"checkpoint {source} holds no {'EMA ' if ema else ''}weights ('{key}'){hint}")
+        raise CheckpointError(f"{source} holds no {'EMA ' if ema else ''}weights ('{key}'){hint}")
     return weights
 
 
