@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from trainer.monitoring import wandb_history
 from trainer.monitoring.loggers import JsonlLogger
 
 from helpers.resilience_procs import Run, logged_steps, trainer_args
@@ -75,7 +76,7 @@ def wandb_rows(segments: list[Path]) -> list[tuple]:
         for row in history(next(segment.glob("run-*.wandb"))):
             if not any(k.startswith("train/samples") for k in row):
                 step = row.pop("trainer/step")
-                out.append((step, frozenset((k, v) for k, v in row.items() if not k.startswith("_"))))
+                out.append((step, frozenset(wandb_history.metrics_of(row).items())))
     return out
 
 

@@ -24,11 +24,14 @@ def test_replay_logs_what_wandb_lacks_once_and_preempting_marks_the_run(tmp_path
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     first = [(2, {"train/loss": 1.5}), (4, {"train/loss": 1.25, "train/epoch": 0.5})]
+    table_row = {"val/top1": 0.75}
     again = [(4, {"train/loss": 1.0, "train/epoch": 0.5}), (6, {"val/top1": 0.25}), (6, {"val/top1": 0.25})]
     try:
         logger = WandbLogger(WandbConfig(mode="offline"), run_dir, "replay01", {})
         for step, row in first:
             logger.log(row, step)
+        # a validation row with a table beside its scalars: metrics.jsonl holds the scalars only
+        logger.log({**table_row, "val/worst_classes": [{"class": 1, "top1": 0.5}, {"class": 0, "top1": 1.0}]}, 3)
         logger.preempting()  # a stop signal: the W&B run ends "preempted", with the trainer's status
         logger.close()
         logger.preempting()  # on a finished run too: never raises
@@ -43,26 +46,27 @@ def test_replay_logs_what_wandb_lacks_once_and_preempting_marks_the_run(tmp_path
         # logged twice with the same values; W&B holds the first two rows. Each row is matched once.
         time.sleep(1.1)  # the next segment's directory name (its start time, in seconds) differs
         logger = WandbLogger(WandbConfig(mode="offline"), run_dir, "replay01", {})
-        assert logger.replay(first + again) == 3
+        assert logger.replay(first + [(3, table_row)] + again) == 3  # the table's row is held
         logger.close()
     finally:
         wandb.teardown()
     segments = sorted(run_dir.glob("wandb/offline-run-*-replay01"))
     assert len(segments) == 2
     replayed = history(segments[1] / "run-replay01.wandb")
-    assert [(r["trainer/step"], r["_step"]) for r in replayed] == [(4, 2), (6, 3), (6, 4)]
+    assert [(r["trainer/step"], r["_step"]) for r in replayed] == [(4, 3), (6, 4), (6, 5)]
     assert replayed[0]["train/loss"] == 1.0 and replayed[1]["val/top1"] == 0.25
 
     # Now W&B holds every row exactly as often as metrics.jsonl does: a third start would log nothing.
     from trainer.monitoring.wandb_history import signature as _signature
 
-    wanted = Counter(_signature(step, row) for step, row in first + again)
+    wanted = Counter(_signature(step, row) for step, row in first + [(3, table_row)] + again)
     assert held_rows(run_dir / "wandb", "replay01") == wanted
     # An online segment counts only the rows the server reported having (its next _step).
     online = run_dir / "wandb" / "run-20000101_000000-replay01"
     shutil.copytree(segments[0], online)
     shutil.rmtree(segments[0])
-    assert held_rows(run_dir / "wandb", "replay01", online_below=1) == wanted - Counter([_signature(*first[1])])
+    assert held_rows(run_dir / "wandb", "replay01", online_below=1) == \
+        wanted - Counter([_signature(*first[1]), _signature(3, table_row)])
 
 
 def test_preempting_reaches_every_backend_that_has_it_and_a_torn_jsonl_line_is_ended(tmp_path: Path):

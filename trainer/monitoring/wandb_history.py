@@ -36,8 +36,15 @@ def held_rows(wandb_dir: Path, run_id: str, skip: Path | None = None,
         for row in history(path):
             if STEP_KEY not in row or (online and online_below is not None and row.get("_step", 0) >= online_below):
                 continue
-            held[signature(row.pop(STEP_KEY), {k: v for k, v in row.items() if not k.startswith("_")})] += 1
+            held[signature(row.pop(STEP_KEY), metrics_of(row))] += 1
     return held
+
+
+def metrics_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A W&B history row as metrics.jsonl holds it: W&B's own keys (`_step`, ...) left out, and so are media
+    values (an image, a table such as val/worst_classes: nested keys beside `<key>/_type`), which only W&B keeps."""
+    media = tuple(k[:-len("_type")] for k in row if k.endswith("/_type"))
+    return {k: v for k, v in row.items() if not k.startswith("_") and not (media and k.startswith(media))}
 
 
 def history(path: Path) -> Iterator[dict[str, Any]]:
