@@ -8,6 +8,7 @@ et al. 2012, section 4.1: "averaging the predictions made by the network's softm
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -46,8 +47,10 @@ class TTA(nn.Module):
         self.net, self.mode, self.size = net, mode, size  # not `.module`: validate() would unwrap it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = [self.net(v).float().softmax(1) for v in views(x, self.mode, self.size)]
-        return torch.stack(probs).mean(0).log()
+        # log(mean(softmax)) as a logsumexp of log-softmaxes: a probability that underflows to 0 in one view
+        # gives no -inf
+        log_probs = torch.stack([self.net(v).float().log_softmax(1) for v in views(x, self.mode, self.size)])
+        return torch.logsumexp(log_probs, 0) - math.log(len(log_probs))
 
 
 def tta_data(cfg: DataConfig, mode: str) -> DataConfig:

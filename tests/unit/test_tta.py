@@ -67,6 +67,15 @@ LOGITS = torch.tensor([[5.0, 1, 0], [0.0, 5, 1], [5.0, 0, 1], [0.0, 1, 5], [0.0,
 TARGETS = torch.tensor([0, 1, 1, 2, -100, 1])  # hits: yes, yes, no, yes, (ignored), yes
 
 
+def test_a_probability_that_underflows_in_every_view_stays_finite():
+    class Sure(torch.nn.Module):  # class 0 by 1000 logits: class 1's softmax is 0 in float32
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[1000.0, 0.0]]).expand(x.shape[0], 2)
+
+    out = TTA(Sure(), "flip", 4)(torch.zeros(3, 3, 4, 4))
+    assert torch.isfinite(out).all() and out[:, 1].tolist() == pytest.approx([-1000.0] * 3)
+
+
 def test_per_class_counts_and_the_worst_classes_by_hand():
     class Rows(torch.nn.Module):  # the hand-made logits of the rows it is given
         def __init__(self) -> None:
