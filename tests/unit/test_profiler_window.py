@@ -53,6 +53,12 @@ def test_a_run_resumed_inside_the_window_records_the_rest_and_one_ending_in_it_w
     assert sorted(n for n in set(names(trace)) if n.startswith("ProfilerStep#")) == ["ProfilerStep#4"]
 
 
+def test_a_trace_that_cannot_be_written_at_close_is_a_warning_not_an_error(tmp_path: Path, caplog):
+    (tmp_path / "profile").write_text("a file where the folder should be")
+    run_steps(build_profiler("3-6", tmp_path, rank=0), range(4, 5))  # close() writes: must not raise
+    assert "the profiler trace of steps from 4 was not written" in caplog.text
+
+
 def test_off_writes_nothing(tmp_path: Path):
     prof = build_profiler("", tmp_path, rank=0)
     assert isinstance(prof, NullProfiler)

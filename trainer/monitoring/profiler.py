@@ -43,6 +43,7 @@ class WindowProfiler:
         self.prof: Any = None
         self.current: Any = None  # the open ProfilerStep range
         self.path: Path | None = None  # the trace, once written
+        self.started = first  # the first step recorded (later when resumed inside the window)
 
     def step(self, step: int) -> None:
         if self.current is not None:
@@ -66,12 +67,17 @@ class WindowProfiler:
         return profiler.record_function(name) if self.prof is not None else nullcontext()
 
     def close(self) -> None:
-        """The run ends (or stops) inside the window: write what was recorded."""
-        if self.current is not None:
-            self.current.__exit__(None, None, None)
-            self.current = None
-        if self.prof is not None:
-            self._finish()
+        """The run ends (or stops) inside the window: write what was recorded. Called on every way out of a
+        run, before the checkpoint wait and the lock's release, so it never raises."""
+        try:
+            if self.current is not None:
+                self.current.__exit__(None, None, None)
+                self.current = None
+            if self.prof is not None:
+                self._finish()
+        except Exception as e:  # noqa: BLE001 - a trace is never worth the run's own way out
+            log.warning("the profiler trace of steps from %d was not written (%s: %s)", self.started,
+                        type(e).__name__, e)
 
     def _finish(self) -> None:
         self.prof.__exit__(None, None, None)
