@@ -143,6 +143,16 @@ def maybe_compile(model: nn.Module, compile: bool) -> nn.Module:
     return cast(nn.Module, torch.compile(model)) if compile else model
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = next((m for m in (getattr(model, "module", None), getattr(model, "_orig_mod", None))
+                      if isinstance(m, nn.Module)), None)  # not `or`: an empty Sequential is falsy
+        if inner is None:
+            return model
+        model = inner
+
+
 def use_compile_cache(directory: Path) -> None:
     """Keep torch.compile's caches (Inductor's FX graphs and kernels, Triton's binaries) in `directory`,
     e.g. under run.dir, so that a restart of the run, on this node or another one sharing the

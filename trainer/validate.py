@@ -18,6 +18,7 @@ from trainer.data.loader import eval_loader
 from trainer.data.manifest import Split
 from trainer.data.transforms import Normalize
 from trainer.errors import DataError
+from trainer.model import unwrap
 
 
 def eval_data(cfg: DataConfig) -> DataConfig:
@@ -35,10 +36,10 @@ def validate(model: torch.nn.Module, split: Split, cfg: DataConfig, info: dist.D
     With `per_class` ((2, classes) zeros on the device) it is filled with each class's count and top-1 hits."""
     loader = eval_loader(split, eval_data(cfg), info.device, normalize.memory_format == torch.channels_last,
                          local_batch=local_batch, rank=info.rank, world_size=info.world_size, num_classes=num_classes)
-    module = getattr(model, "module", model)  # no DDP collectives: ranks hold different batch counts
-    # eager, never the compiled module: eval mode and no_grad would each make torch.compile recompile
-    module = getattr(module, "_orig_mod", module)
-    totals = dist.all_reduce_sum(step.evaluate(module, loader, normalize, autocast, local_batch, per_class), info)
+    # no DDP collectives (ranks hold different batch counts), and eager, never the compiled module: eval
+    # mode and no_grad would each make torch.compile recompile
+    sums = step.evaluate(unwrap(model), loader, normalize, autocast, local_batch, per_class)
+    totals = dist.all_reduce_sum(sums, info)
     if per_class is not None:
         dist.all_reduce_sum(per_class, info)
     loss_sum, top1, top5, count = totals.tolist()

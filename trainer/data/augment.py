@@ -85,6 +85,11 @@ class Draw(NamedTuple):
     ops: tuple[tuple[str, float], ...]  # (op name, signed magnitude), applied in order
     erase: tuple[int, int, int, int] | None  # (top, left, h, w) filled with the mean colour
 
+    @property
+    def changes(self) -> bool:
+        """Whether applying it changes anything (no op drawn and no box to erase: nothing to do)."""
+        return bool(self.ops) or self.erase is not None
+
     def apply(self, img: torch.Tensor) -> torch.Tensor:
         """A (3, H, W) uint8 image on any device -> the augmented image (a new tensor, or `img` unchanged)."""
         for name, magnitude in self.ops:
@@ -152,7 +157,7 @@ class Augment:
 
     def __call__(self, slot: torch.Tensor, rng: random.Random) -> None:
         draw = self.draw(rng, slot.shape[0], slot.shape[1])
-        if draw.ops or draw.erase:
+        if draw.changes:
             slot.copy_(draw.apply(slot.permute(2, 0, 1)).permute(1, 2, 0))
 
 

@@ -124,7 +124,7 @@ class GpuDecoder:
         pixels = render_batch(images, rows, self.size, channels_last=self.channels_last, normalize=False)
         crops = pixels.round_().clamp_(0, 255).to(torch.uint8)
         for i, draw in enumerate(batch.draws):  # per image: torchvision's ops take one magnitude each
-            if draw is not None:
+            if draw is not None and draw.changes:
                 crops[i] = draw.apply(crops[i])
         return crops, labels
 

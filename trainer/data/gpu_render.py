@@ -70,8 +70,6 @@ def render_batch(images: Sequence[torch.Tensor], rows: torch.Tensor, size: int, 
                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
     scale, bias = 1 / (255 * std), -torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) / std
-    if not normalize:
-        scale, bias = torch.ones_like(scale), torch.zeros_like(bias)
     for chunk in _chunks([(im.shape[-2], im.shape[-1]) for im in images], chunk_elements):
         h_max, w_max = (max(images[i].shape[d] for i in chunk) for d in (-2, -1))
         padded = torch.zeros((len(chunk), 3, h_max, w_max), dtype=torch.uint8, device=dev)
@@ -83,7 +81,7 @@ def render_batch(images: Sequence[torch.Tensor], rows: torch.Tensor, size: int, 
         wx = axis_weights(width, k, left, w, out_w, cleft, flip, size, w_max)
         x = torch.matmul(wy.unsqueeze(1), padded.float())  # (n, 3, size, w_max)
         x = torch.matmul(x, wx.transpose(1, 2).unsqueeze(1))  # (n, 3, size, size)
-        out[torch.tensor(chunk, device=dev)] = x.mul_(scale).add_(bias)
+        out[torch.tensor(chunk, device=dev)] = x.mul_(scale).add_(bias) if normalize else x
     return out
 
 
